@@ -35,14 +35,24 @@ def _show(items: Any) -> str:
     return f"[{shown}]{more}"
 
 
+def _tensor(x: Any, dtype: Any = None) -> torch.Tensor:
+    """A tensor from tensors/arrays/sequences; numpy input is copied (pandas may hand
+    out read-only arrays, which torch cannot share)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.from_numpy(np.array(x, dtype=dtype))
+
+
 def _as_long(x: Any, name: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    t = _tensor(x)
     if t.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
     if t.is_floating_point():
         if not torch.all(torch.isfinite(t)) or not torch.all(t == torch.round(t)):
             bad = torch.nonzero(~torch.isfinite(t) | (t != torch.round(t))).flatten()
-            raise ValueError(f"{name} must hold integer indices; non-integer at positions {_show(bad)}")
+            raise ValueError(
+                f"{name} must hold integer indices; non-integer at positions {_show(bad)}"
+            )
     return t.long()
 
 
@@ -56,7 +66,7 @@ def _feature_tensor(
     if hasattr(features, "columns"):  # pandas DataFrame aligned by position
         names = tuple(str(c) for c in features.columns)
         features = features.to_numpy(dtype=np.float32)
-    t = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    t = _tensor(features, np.float32).float()
     if t.ndim != 2 or t.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n}, n_features), got {tuple(t.shape)}")
     if not torch.all(torch.isfinite(t)):
@@ -124,11 +134,7 @@ class Ratings:
         set_ = object.__setattr__
         rows = _as_long(self.rows, "rows")
         cols = _as_long(self.cols, "cols")
-        values = torch.as_tensor(
-            np.asarray(self.values, dtype=np.float32)
-            if not isinstance(self.values, torch.Tensor)
-            else self.values
-        )
+        values = _tensor(self.values, np.float32)
         if not values.is_floating_point():
             values = values.float()
         if values.ndim != 1:
@@ -192,7 +198,10 @@ class Ratings:
                 f"duplicate (row, col) pairs: {_show(pairs)}; aggregate them first "
                 "(from_dataframe(..., duplicates='mean'))"
             )
-        for ids, size, what in ((self.row_ids, n_rows, "row_ids"), (self.col_ids, n_cols, "col_ids")):
+        for ids, size, what in (
+            (self.row_ids, n_rows, "row_ids"),
+            (self.col_ids, n_cols, "col_ids"),
+        ):
             if len(ids) != size:
                 raise ValueError(f"{what} has {len(ids)} entries for {size} indices")
             if len(np.unique(ids)) != size:
@@ -247,7 +256,7 @@ class Ratings:
         >>> R.subset([0, 2]).values.tolist()
         [4.0, 5.0]
         """
-        idx = torch.as_tensor(np.asarray(index) if not isinstance(index, torch.Tensor) else index)
+        idx = _tensor(index)
         if idx.dtype == torch.bool:
             if idx.shape[0] != len(self):
                 raise ValueError(f"boolean mask has length {idx.shape[0]}, expected {len(self)}")
@@ -270,18 +279,19 @@ class Ratings:
 
     def with_values(self, values: torch.Tensor | np.ndarray) -> Ratings:
         """The same entries with new values (e.g. normalised or residual values)."""
-        return replace(self, values=torch.as_tensor(values, dtype=self.values.dtype), _validate=False)._checked_values()
-
-    def _checked_values(self) -> Ratings:
-        if self.values.shape != self.rows.shape:
-            raise ValueError(f"values must have shape {tuple(self.rows.shape)}, got {tuple(self.values.shape)}")
-        bad = torch.nonzero(~torch.isfinite(self.values)).flatten()
+        v = _tensor(values).to(dtype=self.values.dtype, device=self.device)
+        if v.shape != self.rows.shape:
+            raise ValueError(
+                f"values must have shape {tuple(self.rows.shape)}, got {tuple(v.shape)}"
+            )
+        bad = torch.nonzero(~torch.isfinite(v)).flatten()
         if bad.numel():
             raise ValueError(f"values contain NaN/inf at positions {_show(bad.cpu().numpy())}")
-        return self
+        return replace(self, values=v, _validate=False)
 
     def to(self, device: str | torch.device) -> Ratings:
         """Move the index/value/feature tensors to ``device``."""
+
         def mv(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
@@ -406,7 +416,7 @@ class Pairs:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         i, j = _as_long(self.i, "i"), _as_long(self.j, "j")
-        labels = torch.as_tensor(np.asarray(self.labels, dtype=np.float32))
+        labels = _tensor(self.labels, np.float32).float()
         set_(self, "i", i)
         set_(self, "j", j)
         set_(self, "labels", labels)
@@ -417,10 +427,14 @@ class Pairs:
             raise ValueError(f"pairs must have i < j; violated at positions {_show(bad.numpy())}")
         bad = torch.nonzero((i < 0) | (j >= self.n_nodes)).flatten()
         if bad.numel():
-            raise ValueError(f"node indices out of range [0, {self.n_nodes}) at {_show(bad.numpy())}")
+            raise ValueError(
+                f"node indices out of range [0, {self.n_nodes}) at {_show(bad.numpy())}"
+            )
         bad = torch.nonzero((labels != 0) & (labels != 1)).flatten()
         if bad.numel():
-            raise ValueError(f"labels must be 0/1; got {_show(labels[bad].numpy())} at {_show(bad.numpy())}")
+            raise ValueError(
+                f"labels must be 0/1; got {_show(labels[bad].numpy())} at {_show(bad.numpy())}"
+            )
 
     def __len__(self) -> int:
         return int(self.i.shape[0])
@@ -430,7 +444,7 @@ class Pairs:
 
     def subset(self, index: Any) -> Pairs:
         """The pairs at these positions."""
-        idx = torch.as_tensor(np.asarray(index) if not isinstance(index, torch.Tensor) else index)
+        idx = _tensor(index)
         return Pairs(self.i[idx], self.j[idx], self.labels[idx], self.n_nodes)
 
     def to_ratings(self, symmetric: bool = True, names: np.ndarray | None = None) -> Ratings:
@@ -439,8 +453,16 @@ class Pairs:
         if symmetric:
             i, j, y = torch.cat([i, j]), torch.cat([j, i]), torch.cat([y, y])
         ids = np.arange(self.n_nodes) if names is None else np.asarray(names)
-        return Ratings(i, j, y, shape=(self.n_nodes, self.n_nodes), row_ids=ids, col_ids=ids,
-                       scale=(0.0, 1.0), name="pairs")
+        return Ratings(
+            i,
+            j,
+            y,
+            shape=(self.n_nodes, self.n_nodes),
+            row_ids=ids,
+            col_ids=ids,
+            scale=(0.0, 1.0),
+            name="pairs",
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -498,23 +520,24 @@ class Network:
             set_(self, "unobserved", un)
             both = np.intersect1d(self._keys(edges), self._keys(un))
             if both.size:
-                raise ValueError(
-                    f"pairs are both edges and unobserved: {_show(np.stack([both // n, both % n], 1))}"
-                )
+                pairs = np.stack([both // n, both % n], 1)
+                raise ValueError(f"pairs are both edges and unobserved: {_show(pairs)}")
 
     def _keys(self, pairs: torch.Tensor) -> np.ndarray:
         p = pairs.numpy()
         return p[:, 0].astype(np.int64) * self.n_nodes + p[:, 1]
 
     def _pairs_tensor(self, pairs: Any, what: str) -> torch.Tensor:
-        t = torch.as_tensor(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+        t = _tensor(pairs, np.int64).long().reshape(-1, 2)
         n = self.n_nodes
         bad = torch.nonzero((t < 0).any(1) | (t >= n).any(1)).flatten()
         if bad.numel():
             raise ValueError(f"{what}: node indices out of range [0, {n}): {_show(t[bad].numpy())}")
         loops = torch.nonzero(t[:, 0] == t[:, 1]).flatten()
         if loops.numel():
-            raise ValueError(f"{what}: self-loops are not allowed: nodes {_show(t[loops, 0].numpy())}")
+            raise ValueError(
+                f"{what}: self-loops are not allowed: nodes {_show(t[loops, 0].numpy())}"
+            )
         bad = torch.nonzero(t[:, 0] > t[:, 1]).flatten()
         if bad.numel():
             raise ValueError(f"{what}: pairs must be listed with i < j: {_show(t[bad].numpy())}")
@@ -522,13 +545,13 @@ class Network:
         uniq, cnt = torch.unique(keys, return_counts=True)
         if uniq.numel() != keys.numel():
             dup = uniq[cnt > 1]
-            raise ValueError(f"{what}: duplicate pairs {_show(torch.stack([dup // n, dup % n], 1).numpy())}")
+            raise ValueError(
+                f"{what}: duplicate pairs {_show(torch.stack([dup // n, dup % n], 1).numpy())}"
+            )
         return t
 
     @classmethod
-    def from_adjacency(
-        cls, adjacency: Any, names: Any = None, name: str = "network"
-    ) -> Network:
+    def from_adjacency(cls, adjacency: Any, names: Any = None, name: str = "network") -> Network:
         """Build from a square, symmetric 0/1 matrix with zero diagonal.
 
         Raises
@@ -551,7 +574,9 @@ class Network:
             )
         loops = np.flatnonzero(np.diag(A))
         if loops.size:
-            raise ValueError(f"adjacency has self-loops (non-zero diagonal) at nodes {_show(loops)}")
+            raise ValueError(
+                f"adjacency has self-loops (non-zero diagonal) at nodes {_show(loops)}"
+            )
         asym = np.argwhere(A != A.T)
         if asym.size:
             asym = asym[asym[:, 0] < asym[:, 1]]
@@ -616,5 +641,7 @@ class Network:
         G = nx.Graph()
         G.add_nodes_from(self.names.tolist())
         e = self.edges.numpy()
-        G.add_edges_from(zip(self.names[e[:, 0]].tolist(), self.names[e[:, 1]].tolist(), strict=True))
+        G.add_edges_from(
+            zip(self.names[e[:, 0]].tolist(), self.names[e[:, 1]].tolist(), strict=True)
+        )
         return G
