@@ -159,3 +159,18 @@ def test_pairs_validation():
         Pairs([1], [0], [1], n_nodes=3)
     with pytest.raises(ValueError, match="0/1"):
         Pairs([0], [1], [0.5], n_nodes=3)
+
+
+def test_replacing_features_renames_columns():
+    R = Ratings(
+        [0, 1],
+        [0, 1],
+        [1.0, 2.0],
+        shape=(2, 2),
+        row_features=np.ones((2, 2)),
+        row_feature_names=("age", "height"),
+    )
+    assert R.row_feature_names == ("age", "height")
+    R3 = R.replace(row_features=np.ones((2, 3)))
+    assert R3.row_feature_names == ("f0", "f1", "f2")
+    assert R.subset([0]).row_feature_names == ("age", "height")

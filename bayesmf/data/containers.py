@@ -77,6 +77,21 @@ def _feature_tensor(
     return t, names
 
 
+def _feature_names(
+    given: tuple[str, ...], derived: tuple[str, ...], features: torch.Tensor | None
+) -> tuple[str, ...]:
+    """Names of the feature columns: a DataFrame's own column names first, then the given
+    names when they fit the number of columns (they may be stale after ``replace``), else
+    generic ``f0, f1, ...``."""
+    if features is None:
+        return ()
+    if derived and not all(d == f"f{i}" for i, d in enumerate(derived)):
+        return derived
+    if len(given) == features.shape[1]:
+        return tuple(given)
+    return derived
+
+
 @dataclass(frozen=True, eq=False)
 class Ratings:
     """Observed entries of a partially observed ``n_rows x n_cols`` matrix.
@@ -152,8 +167,8 @@ class Ratings:
         cf, cnames = _feature_tensor(self.col_features, n_cols, "col_features")
         set_(self, "row_features", rf)
         set_(self, "col_features", cf)
-        set_(self, "row_feature_names", tuple(self.row_feature_names) or rnames)
-        set_(self, "col_feature_names", tuple(self.col_feature_names) or cnames)
+        set_(self, "row_feature_names", _feature_names(self.row_feature_names, rnames, rf))
+        set_(self, "col_feature_names", _feature_names(self.col_feature_names, cnames, cf))
         if self.scale is not None:
             lo, hi = (float(s) for s in self.scale)
             if not lo < hi:
