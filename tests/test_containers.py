@@ -67,7 +67,7 @@ def test_subset_keeps_shape_and_ids():
         ({"rows": [], "cols": [], "values": []}, "empty"),
         ({"values": [1.0, 2.0]}, "same length"),
         ({"row_ids": ["x", "x"]}, "row_ids are not unique"),
-        ({"row_ids": ["x"]}, "row_ids has 1 entries for 2"),
+        ({"row_ids": ["x"]}, "row_ids/col_ids have 1/2 entries"),
         ({"rows": [0.5, 1, 1]}, "integer"),
         ({"scale": (5, 1)}, "low < high"),
         ({"row_features": np.ones((3, 2))}, "row_features must have shape"),
@@ -174,3 +174,29 @@ def test_replacing_features_renames_columns():
     R3 = R.replace(row_features=np.ones((2, 3)))
     assert R3.row_feature_names == ("f0", "f1", "f2")
     assert R.subset([0]).row_feature_names == ("age", "height")
+
+
+def test_replace_validates_again():
+    R = small().subset([0, 1])
+    with pytest.raises(ValueError, match="duplicate"):
+        R.replace(rows=[0, 0], cols=[2, 2])
+
+
+def test_mixed_type_ids_are_a_value_error():
+    with pytest.raises(ValueError, match="mix types"):
+        Ratings([0, 1], [0, 0], [1.0, 2.0], shape=(2, 1), row_ids=np.array([1, "a"], dtype=object))
+
+
+def test_feature_dataframe_with_id_index_is_aligned_by_id():
+    import pandas as pd
+
+    f = pd.DataFrame({"drama": [1.0, 0.0, 5.0]}, index=[30, 10, 20])
+    R = Ratings([0], [0], [1.0], shape=(1, 3), col_ids=[10, 20, 30], col_features=f)
+    assert R.col_features[:, 0].tolist() == [0.0, 5.0, 1.0]
+    with pytest.raises(ValueError, match="no row for ids \\[40\\]"):
+        Ratings([0], [0], [1.0], shape=(1, 3), col_ids=[10, 20, 40], col_features=f)
+
+
+def test_network_to_ratings_keeps_name():
+    net = Network.from_adjacency(np.array([[0, 1], [1, 0]]), name="tiny")
+    assert net.to_ratings().name == "tiny"

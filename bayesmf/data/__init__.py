@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "data_home": "sources",
     "find_dataset": "sources",
     "DatasetNotFoundError": "sources",
+    "DatasetChecksumError": "sources",
     # loaders and converters
     "MovieLens": "movielens",
     "load_movielens": "movielens",
@@ -75,7 +76,12 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from .movielens import MovieLens, load_movielens  # noqa: F401
     from .networks import from_networkx, load_edge_list, load_nips234  # noqa: F401
     from .normalize import Standardizer, clamp  # noqa: F401
-    from .sources import DatasetNotFoundError, data_home, find_dataset  # noqa: F401
+    from .sources import (  # noqa: F401
+        DatasetChecksumError,
+        DatasetNotFoundError,
+        data_home,
+        find_dataset,
+    )
     from .splits import (  # noqa: F401
         disjoint_split,
         holdout_pairs,

@@ -57,13 +57,26 @@ def _as_long(x: Any, name: str) -> torch.Tensor:
 
 
 def _feature_tensor(
-    features: Any, n: int, name: str
+    features: Any, ids: np.ndarray, name: str
 ) -> tuple[torch.Tensor | None, tuple[str, ...]]:
-    """Turn a DataFrame/array of features aligned with the indices into a float tensor."""
+    """Turn a DataFrame/array of features into a float tensor aligned with the indices.
+
+    Arrays and tensors are aligned by position. A DataFrame with a default RangeIndex is
+    aligned by position too; any other DataFrame index is read as original ids and the
+    rows are reordered to match ``ids`` (an id without features is an error).
+    """
     if features is None:
         return None, ()
+    n = len(ids)
     names: tuple[str, ...] = ()
-    if hasattr(features, "columns"):  # pandas DataFrame aligned by position
+    if hasattr(features, "columns"):  # pandas DataFrame
+        import pandas as pd
+
+        if not isinstance(features.index, pd.RangeIndex):
+            missing = ~np.isin(ids, features.index.to_numpy())
+            if missing.any():
+                raise ValueError(f"{name} have no row for ids {_show(ids[missing])}")
+            features = features.loc[ids]
         names = tuple(str(c) for c in features.columns)
         features = features.to_numpy(dtype=np.float32)
     t = _tensor(features, np.float32).float()
@@ -163,8 +176,12 @@ class Ratings:
         col_ids = np.arange(n_cols) if self.col_ids is None else np.asarray(self.col_ids)
         set_(self, "row_ids", row_ids)
         set_(self, "col_ids", col_ids)
-        rf, rnames = _feature_tensor(self.row_features, n_rows, "row_features")
-        cf, cnames = _feature_tensor(self.col_features, n_cols, "col_features")
+        if len(row_ids) != n_rows or len(col_ids) != n_cols:
+            raise ValueError(
+                f"row_ids/col_ids have {len(row_ids)}/{len(col_ids)} entries for shape {self.shape}"
+            )
+        rf, rnames = _feature_tensor(self.row_features, row_ids, "row_features")
+        cf, cnames = _feature_tensor(self.col_features, col_ids, "col_features")
         set_(self, "row_features", rf)
         set_(self, "col_features", cf)
         set_(self, "row_feature_names", _feature_names(self.row_feature_names, rnames, rf))
@@ -213,15 +230,8 @@ class Ratings:
                 f"duplicate (row, col) pairs: {_show(pairs)}; aggregate them first "
                 "(from_dataframe(..., duplicates='mean'))"
             )
-        for ids, size, what in (
-            (self.row_ids, n_rows, "row_ids"),
-            (self.col_ids, n_cols, "col_ids"),
-        ):
-            if len(ids) != size:
-                raise ValueError(f"{what} has {len(ids)} entries for {size} indices")
-            if len(np.unique(ids)) != size:
-                vals, cnt = np.unique(ids, return_counts=True)
-                raise ValueError(f"{what} are not unique: {_show(vals[cnt > 1])}")
+        _check_unique(self.row_ids, "row_ids")
+        _check_unique(self.col_ids, "col_ids")
 
     # ------------------------------------------------------------ properties
     @property
@@ -258,7 +268,9 @@ class Ratings:
 
     # -------------------------------------------------------------- transforms
     def replace(self, **changes: Any) -> Ratings:
-        """A copy with some fields replaced (validated again)."""
+        """A copy with some fields replaced (validated again unless ``_validate=False`` is
+        passed by library code that keeps the invariants itself)."""
+        changes.setdefault("_validate", True)
         return replace(self, **changes)
 
     def subset(self, index: Any) -> Ratings:
@@ -393,6 +405,16 @@ class Ratings:
         return values.clamp(self.scale[0], self.scale[1])
 
 
+def _check_unique(ids: np.ndarray, what: str) -> None:
+    """Raise ValueError if ``ids`` repeat a value or mix incomparable types."""
+    try:
+        vals, cnt = np.unique(ids, return_counts=True)
+    except TypeError as err:  # e.g. [1, "a"]: numpy cannot sort mixed types
+        raise ValueError(f"{what} mix types that cannot be compared ({err})") from None
+    if len(vals) != len(ids):
+        raise ValueError(f"{what} are not unique: {_show(vals[cnt > 1])}")
+
+
 def _lookup(ids: np.ndarray, query: Sequence[Any] | np.ndarray, what: str) -> np.ndarray:
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
@@ -462,7 +484,9 @@ class Pairs:
         idx = _tensor(index)
         return Pairs(self.i[idx], self.j[idx], self.labels[idx], self.n_nodes)
 
-    def to_ratings(self, symmetric: bool = True, names: np.ndarray | None = None) -> Ratings:
+    def to_ratings(
+        self, symmetric: bool = True, names: np.ndarray | None = None, name: str = "pairs"
+    ) -> Ratings:
         """As a :class:`Ratings` over the ``n_nodes x n_nodes`` matrix (both (i,j) and (j,i))."""
         i, j, y = self.i, self.j, self.labels
         if symmetric:
@@ -476,7 +500,7 @@ class Pairs:
             row_ids=ids,
             col_ids=ids,
             scale=(0.0, 1.0),
-            name="pairs",
+            name=name,
         )
 
 
@@ -526,9 +550,7 @@ class Network:
         names = np.arange(n) if self.names is None else np.asarray(self.names)
         if len(names) != n:
             raise ValueError(f"names has {len(names)} entries for {n} nodes")
-        if len(np.unique(names)) != n:
-            vals, cnt = np.unique(names, return_counts=True)
-            raise ValueError(f"node names are not unique: {_show(vals[cnt > 1])}")
+        _check_unique(names, "node names")
         set_(self, "names", names)
         if self.unobserved is not None:
             un = self._pairs_tensor(self.unobserved, "unobserved")
@@ -647,7 +669,7 @@ class Network:
 
     def to_ratings(self) -> Ratings:
         """The observed pairs as a symmetric 0/1 :class:`Ratings` (both (i,j) and (j,i))."""
-        return self.pairs().to_ratings(symmetric=True, names=self.names)
+        return self.pairs().to_ratings(symmetric=True, names=self.names, name=self.name)
 
     def to_networkx(self):
         """A ``networkx.Graph`` with node names as labels."""
