@@ -1,3 +1,13 @@
-"""How models are fitted: MAP solvers (ALS, SGD), SVI, unrolled MAP, meta-training, MCMC."""
+"""How models are fitted: MAP solvers (ALS, SGD), SVI, unrolled MAP, meta-training, MCMC.
 
-__all__: list[str] = []
+Note that the function ``bayesmf.inference.als`` shadows the module of the same
+name; reach the module with ``from bayesmf.inference.als import ...`` or
+``sys.modules["bayesmf.inference.als"]``.
+"""
+
+from __future__ import annotations
+
+from .als import MAPFactors, als
+from .sgd import sgd_mf
+
+__all__ = ["MAPFactors", "als", "sgd_mf"]

@@ -1,0 +1,111 @@
+"""The `bayesmf` command: demo, fit on MovieLens and on a user's CSV, help."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayesmf.cli import build_parser, main
+
+
+def _number(pattern: str, text: str) -> float:
+    m = re.search(pattern, text)
+    assert m, f"{pattern!r} not in output:\n{text}"
+    return float(m.group(1))
+
+
+def test_demo_reaches_noise_floor(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    als_test = _number(r"ALS\s+[\d.]+\s+([\d.]+)", out)
+    noise = _number(r"noise floor \(noise std\)\s+([\d.]+)", out)
+    mean_only = _number(r"global mean\s+([\d.]+)", out)
+    assert als_test < 1.12 * noise < mean_only
+
+
+def test_fit_movielens_random_split(data_dir, capsys, tmp_path):
+    code = main(
+        [
+            "fit",
+            "--dataset",
+            "movielens-100k",
+            "--data-dir",
+            str(data_dir),
+            "--offline",
+            "--model",
+            "als",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert _number(r"test RMSE ([\d.]+)", out) <= 0.95
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert metrics["n_train"] == 90_000 and metrics["n_test"] == 10_000
+    assert (tmp_path / "run" / "factors.pt").exists()
+
+
+def test_fit_user_csv(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n_u, n_i, k = 80, 60, 2
+    mean = rng.normal(size=(n_u, k)) @ rng.normal(size=(k, n_i))
+    u, i = np.nonzero(rng.random((n_u, n_i)) < 0.5)
+    df = pd.DataFrame(
+        {"uid": u + 1000, "iid": i, "stars": mean[u, i] + 0.1 * rng.normal(size=u.size)}
+    )
+    path = tmp_path / "mine.tsv"
+    df.to_csv(path, sep="\t", index=False)
+    code = main(
+        [
+            "fit",
+            "--ratings",
+            str(path),
+            "--sep",
+            "\t",
+            "--user-col",
+            "uid",
+            "--item-col",
+            "iid",
+            "--rating-col",
+            "stars",
+            "--rank",
+            "2",
+            "--reg",
+            "0.5",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert _number(r"test RMSE ([\d.]+)", out) < 0.5 * df["stars"].std()
+
+
+def test_fit_needs_a_source():
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", "als"])
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "--help"])
+    text = capsys.readouterr().out
+    for opt in (
+        "--dataset",
+        "--ratings",
+        "--model",
+        "--rank",
+        "--reg",
+        "--split",
+        "--out",
+        "--data-dir",
+        "--offline",
+        "--scale",
+        "--duplicates",
+    ):
+        assert opt in text
