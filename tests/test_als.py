@@ -11,15 +11,7 @@ from bayesmf.data import Ratings, random_split, synthetic_ratings
 from bayesmf.diagnostics.metrics import rmse
 from bayesmf.inference import MAPFactors, als
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run single-threaded: on a busy 2-core machine OpenMP oversubscription makes
-    these small problems tens of times slower; results do not depend on it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------- helpers
@@ -27,13 +19,23 @@ def _one_thread():
 
 def _tiny(n_rows: int = 7, n_cols: int = 5, density: float = 0.6, seed: int = 3) -> Ratings:
     """A small dense-ish problem (every row and column observed)."""
-    R, _ = synthetic_ratings(n_rows, n_cols, rank=2, density=density, noise=0.3, seed=seed,
-                             cover=True, biases=True, mean=3.0)
+    R, _ = synthetic_ratings(
+        n_rows,
+        n_cols,
+        rank=2,
+        density=density,
+        noise=0.3,
+        seed=seed,
+        cover=True,
+        biases=True,
+        mean=3.0,
+    )
     return R
 
 
-def _objective(R: Ratings, U, V, b, c, mu, reg_u, reg_v, reg_b_rows, reg_b_cols,
-               u0=0.0, v0=0.0, weighted=False):
+def _objective(
+    R: Ratings, U, V, b, c, mu, reg_u, reg_v, reg_b_rows, reg_b_cols, u0=0.0, v0=0.0, weighted=False
+):
     """The regularised objective J written independently of the implementation."""
     x = R.values.double()
     pred = (U[R.rows] * V[R.cols]).sum(-1) + mu
@@ -49,8 +51,16 @@ def _objective(R: Ratings, U, V, b, c, mu, reg_u, reg_v, reg_b_rows, reg_b_cols,
     return J
 
 
-def _naive_als(R: Ratings, rank: int, reg_u: float, reg_v: float, iters: int, biases: bool,
-               init_scale: float, seed: int):
+def _naive_als(
+    R: Ratings,
+    rank: int,
+    reg_u: float,
+    reg_v: float,
+    iters: int,
+    biases: bool,
+    init_scale: float,
+    seed: int,
+):
     """Reference ALS: an explicit Python loop over rows and columns, float64."""
     gen = torch.Generator().manual_seed(seed)
     U = init_scale * torch.randn(R.n_rows, rank, generator=gen, dtype=torch.float64)
@@ -112,8 +122,9 @@ def test_reaches_noise_floor_on_synthetic_low_rank():
 
 def test_biases_recover_offsets_on_synthetic():
     noise = 0.5
-    R, truth = synthetic_ratings(300, 200, rank=3, density=0.3, noise=noise, seed=1,
-                                 biases=True, mean=3.0)
+    R, truth = synthetic_ratings(
+        300, 200, rank=3, density=0.3, noise=noise, seed=1, biases=True, mean=3.0
+    )
     train, test = random_split(R, 0.1, seed=0)
     fit = als(train, rank=3, reg_u=0.5, reg_v=0.5, iters=100, biases=True)
     pred = fit.predict(test)
@@ -133,14 +144,28 @@ def test_solution_satisfies_normal_equations(biases: bool, weighted: bool):
     gen = torch.Generator().manual_seed(5)
     u0 = torch.randn(R.n_rows, 3, generator=gen, dtype=torch.float64)
     v0 = 0.5
-    fit = als(R, rank=3, reg_u=reg_u, reg_v=reg_v, reg_bias=reg_b, iters=5000, tol=1e-15,
-              biases=biases, prior_mean_u=u0, prior_mean_v=v0, weighted_reg=weighted,
-              dtype=torch.float64)
+    fit = als(
+        R,
+        rank=3,
+        reg_u=reg_u,
+        reg_v=reg_v,
+        reg_bias=reg_b,
+        iters=5000,
+        tol=1e-15,
+        biases=biases,
+        prior_mean_u=u0,
+        prior_mean_v=v0,
+        weighted_reg=weighted,
+        dtype=torch.float64,
+    )
     assert fit.U.dtype == torch.float64
     params = [fit.U.clone().requires_grad_(), fit.V.clone().requires_grad_()]
     if biases:
-        params += [fit.row_bias.clone().requires_grad_(), fit.col_bias.clone().requires_grad_(),
-                   torch.tensor(fit.mean, dtype=torch.float64, requires_grad=True)]
+        params += [
+            fit.row_bias.clone().requires_grad_(),
+            fit.col_bias.clone().requires_grad_(),
+            torch.tensor(fit.mean, dtype=torch.float64, requires_grad=True),
+        ]
         U, V, b, c, mu = params
     else:
         (U, V), b, c, mu = params, None, None, 0.0
@@ -155,8 +180,9 @@ def test_solution_satisfies_normal_equations(biases: bool, weighted: bool):
 
 def test_empty_rows_and_columns_get_their_prior_mean():
     # row 3 and column 4 have no ratings
-    R = Ratings([0, 0, 1, 2, 2, 1], [0, 1, 2, 3, 0, 1], [4.0, 3.0, 5.0, 2.0, 1.0, 4.0],
-                shape=(4, 5))
+    R = Ratings(
+        [0, 0, 1, 2, 2, 1], [0, 1, 2, 3, 0, 1], [4.0, 3.0, 5.0, 2.0, 1.0, 4.0], shape=(4, 5)
+    )
     u0 = torch.arange(8, dtype=torch.float32).reshape(4, 2) / 10
     v0 = torch.tensor([0.3, -0.2])
     fit = als(R, rank=2, reg_u=1.0, reg_v=1.0, iters=10, prior_mean_u=u0, prior_mean_v=v0)
@@ -173,8 +199,16 @@ def test_huge_regularisation_pins_factors_to_prior_mean():
     R = _tiny()
     u0 = torch.randn(R.n_rows, 2, generator=torch.Generator().manual_seed(1))
     v0 = torch.randn(R.n_cols, 2, generator=torch.Generator().manual_seed(2))
-    fit = als(R, rank=2, reg_u=1e9, reg_v=1e9, iters=5, prior_mean_u=u0, prior_mean_v=v0,
-              dtype=torch.float64)
+    fit = als(
+        R,
+        rank=2,
+        reg_u=1e9,
+        reg_v=1e9,
+        iters=5,
+        prior_mean_u=u0,
+        prior_mean_v=v0,
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(fit.U, u0.double(), atol=1e-6, rtol=0)
     torch.testing.assert_close(fit.V, v0.double(), atol=1e-6, rtol=0)
 
@@ -186,10 +220,27 @@ def test_prior_mean_shifts_the_row_solution_as_the_map_formula_says():
     lam = 0.8
     # init_scale=0 starts V exactly at its prior mean, so the first row update
     # is the closed form u_n = (V_n^T V_n + lam I)^-1 (V_n^T x_n + lam u0) with V fixed
-    fit = als(R, rank=2, reg_u=lam, iters=1, biases=False, prior_mean_u=u0, prior_mean_v=V,
-              init_scale=0.0, dtype=torch.float64)
-    no_prior = als(R, rank=2, reg_u=lam, iters=1, biases=False, prior_mean_v=V,
-                   init_scale=0.0, dtype=torch.float64)
+    fit = als(
+        R,
+        rank=2,
+        reg_u=lam,
+        iters=1,
+        biases=False,
+        prior_mean_u=u0,
+        prior_mean_v=V,
+        init_scale=0.0,
+        dtype=torch.float64,
+    )
+    no_prior = als(
+        R,
+        rank=2,
+        reg_u=lam,
+        iters=1,
+        biases=False,
+        prior_mean_v=V,
+        init_scale=0.0,
+        dtype=torch.float64,
+    )
     eye = torch.eye(2, dtype=torch.float64)
     for n in range(R.n_rows):
         sel = R.rows == n
@@ -207,8 +258,9 @@ def test_prior_mean_shifts_the_row_solution_as_the_map_formula_says():
 @pytest.mark.parametrize("weighted", [False, True])
 def test_objective_history_is_non_increasing(dtype: torch.dtype, weighted: bool):
     R, _ = synthetic_ratings(60, 40, rank=3, density=0.3, noise=0.5, seed=2, biases=True)
-    fit = als(R, rank=4, reg_u=0.3, reg_v=0.3, iters=40, tol=0.0, dtype=dtype,
-              weighted_reg=weighted)
+    fit = als(
+        R, rank=4, reg_u=0.3, reg_v=0.3, iters=40, tol=0.0, dtype=dtype, weighted_reg=weighted
+    )
     h = torch.tensor(fit.history, dtype=torch.float64)
     assert len(h) == 40 and fit.n_iter == 40 and not fit.converged
     slack = 1e-12 if dtype == torch.float64 else 1e-5
@@ -218,10 +270,20 @@ def test_objective_history_is_non_increasing(dtype: torch.dtype, weighted: bool)
 @pytest.mark.parametrize("biases", [False, True])
 def test_batched_equals_naive_per_row_loop(biases: bool):
     R = _tiny(6, 5)
-    U, V, b, c, mu = _naive_als(R, rank=2, reg_u=0.5, reg_v=0.5, iters=3, biases=biases,
-                                init_scale=0.1, seed=4)
-    fit = als(R, rank=2, reg_u=0.5, reg_v=0.5, iters=3, tol=0.0, biases=biases, seed=4,
-              dtype=torch.float64)
+    U, V, b, c, mu = _naive_als(
+        R, rank=2, reg_u=0.5, reg_v=0.5, iters=3, biases=biases, init_scale=0.1, seed=4
+    )
+    fit = als(
+        R,
+        rank=2,
+        reg_u=0.5,
+        reg_v=0.5,
+        iters=3,
+        tol=0.0,
+        biases=biases,
+        seed=4,
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(fit.U, U, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(fit.V, V, atol=1e-10, rtol=1e-10)
     assert fit.mean == pytest.approx(mu, abs=1e-10)

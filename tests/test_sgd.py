@@ -11,15 +11,7 @@ from bayesmf.data import Ratings, random_split, synthetic_ratings
 from bayesmf.diagnostics.metrics import rmse
 from bayesmf.inference import MAPFactors, sgd_mf
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run single-threaded: on a busy 2-core machine OpenMP oversubscription makes
-    these small problems tens of times slower; results do not depend on it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +23,9 @@ def synthetic() -> tuple[Ratings, Ratings, Ratings, object]:
 
 def test_reaches_noise_floor_on_synthetic_low_rank(synthetic):
     train, _, test, truth = synthetic
-    fit = sgd_mf(train, rank=5, reg=0.02, lr=2.0, batch_size=512, epochs=40, lr_decay=0.95,
-                 biases=False)
+    fit = sgd_mf(
+        train, rank=5, reg=0.02, lr=2.0, batch_size=512, epochs=40, lr_decay=0.95, biases=False
+    )
     pred = fit.predict(test)
     assert rmse(test.values, pred) < 1.1 * truth.noise
     assert rmse(truth.expected(test.rows, test.cols), pred) < 0.45 * truth.noise
@@ -50,8 +43,17 @@ def test_biased_model_on_synthetic(synthetic):
 def test_early_stopping_keeps_the_best_epoch(synthetic):
     train, val, _, _ = synthetic
     # little regularisation and a high rank: overfits, so validation RMSE turns up
-    fit = sgd_mf(train, rank=30, reg=1e-4, lr=1.0, batch_size=256, epochs=60, lr_decay=1.0,
-                 val=val, patience=3)
+    fit = sgd_mf(
+        train,
+        rank=30,
+        reg=1e-4,
+        lr=1.0,
+        batch_size=256,
+        epochs=60,
+        lr_decay=1.0,
+        val=val,
+        patience=3,
+    )
     assert fit.converged and fit.n_iter < 60
     assert len(fit.val_history) == len(fit.history) == fit.n_iter
     best = min(fit.val_history)
@@ -81,8 +83,9 @@ def test_full_batch_gradient_descent_decreases_the_objective():
     """With one batch, no momentum and a small step, each epoch is a gradient step
     on the documented loss, which then decreases monotonically."""
     R, _ = synthetic_ratings(40, 30, rank=3, density=0.4, noise=0.3, seed=3, biases=True)
-    fit = sgd_mf(R, rank=3, reg=0.05, lr=0.1, batch_size=len(R), epochs=30, momentum=0.0,
-                 lr_decay=1.0)
+    fit = sgd_mf(
+        R, rank=3, reg=0.05, lr=0.1, batch_size=len(R), epochs=30, momentum=0.0, lr_decay=1.0
+    )
     h = torch.tensor(fit.history)
     assert torch.all(h[1:] <= h[:-1])
 
