@@ -8,6 +8,8 @@ name; reach the module with ``from bayesmf.inference.als import ...`` or
 from __future__ import annotations
 
 from .als import MAPFactors, als
+from .guides import MeanFieldGuide
 from .sgd import sgd_mf
+from .svi import VariationalFit, fit_svi, load
 
-__all__ = ["MAPFactors", "als", "sgd_mf"]
+__all__ = ["MAPFactors", "MeanFieldGuide", "VariationalFit", "als", "fit_svi", "load", "sgd_mf"]

@@ -1,0 +1,194 @@
+"""Bayesian neural-network matrix factorization (Dziugaite & Roy 2015, made Bayesian as in
+Kampman & Heaukulani 2019).
+
+x_nm ~ N(f_theta([U_n, V_m, <U'_n1, V'_m1>, ..., <U'_nD, V'_mD>]), sigma^2) with
+U_n, V_m in R^K, U'_nd, V'_md in R^K' and f_theta a Bayesian MLP. Every input array and
+every weight/bias array has independent Gaussian priors with an array-specific scale
+(LogNormal hyper-prior). ``hidden=()`` is the linear VI(0) model, ``hidden=(50, 50, 50)``
+with sigmoid units is VI(3). Item (user) side information is concatenated to V_m (U_n).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .base import GaussianFactorModel, LatentSpec
+from .bayesian_mf import take
+
+__all__ = ["BayesianNNMF"]
+
+_ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+
+
+class BayesianNNMF(GaussianFactorModel):
+    """Bayesian NNMF with a Bayesian MLP on ``[U_n, V_m, U'_n . V'_m]``.
+
+    Parameters
+    ----------
+    n_rows, n_cols : int
+        Matrix shape (users x items).
+    rank : int
+        ``K``, size of the plain embeddings ``U_n``, ``V_m``.
+    bilinear_dims : int
+        ``D``, number of bilinear features ``<U'_nd, V'_md>``.
+    bilinear_rank : int
+        ``K'``, size of each ``U'_nd``, ``V'_md`` (the paper's 1: an elementwise product).
+    hidden : sequence of int
+        Hidden layer widths of ``f_theta``; ``()`` is linear.
+    activation : {"sigmoid", "tanh", "relu"}
+        Hidden unit non-linearity.
+    item_features, user_features : tensor, optional
+        Side information ``(n_cols, F)`` / ``(n_rows, G)``, concatenated to ``V_m`` / ``U_n``
+        (e.g. the 19 MovieLens genre flags: ``ratings.col_features``).
+    global_mean : float, optional
+        Fixed offset added to ``f_theta``; the training mean by default.
+
+    Examples
+    --------
+    >>> import pyro, torch
+    >>> from bayesmf import data, models
+    >>> R, _ = data.synthetic_ratings(n_rows=30, n_cols=20, rank=2, density=0.3, seed=0)
+    >>> m = models.BayesianNNMF(30, 20, rank=3, bilinear_dims=4, hidden=(8,))
+    >>> m.setup(R)
+    >>> tr = pyro.poutine.trace(m.model).get_trace(R)
+    >>> sorted(k for k in tr.nodes if k.startswith("W"))
+    ['W0', 'W1']
+    >>> tr.nodes["W0"]["value"].shape  # 2K + D inputs
+    torch.Size([10, 8])
+    """
+
+    def __init__(
+        self,
+        n_rows: int,
+        n_cols: int,
+        rank: int = 10,
+        bilinear_dims: int = 60,
+        bilinear_rank: int = 1,
+        hidden: Sequence[int] = (50, 50, 50),
+        activation: str = "sigmoid",
+        item_features: torch.Tensor | None = None,
+        user_features: torch.Tensor | None = None,
+        global_mean: float | None = None,
+    ) -> None:
+        super().__init__(n_rows, n_cols, global_mean)
+        if rank < 0 or bilinear_dims < 0 or rank + bilinear_dims == 0:
+            raise ValueError("need rank >= 0, bilinear_dims >= 0 and at least one of them > 0")
+        if bilinear_dims and bilinear_rank < 1:
+            raise ValueError(f"bilinear_rank must be >= 1, got {bilinear_rank}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+            )
+        if any(int(h) < 1 for h in hidden):
+            raise ValueError(f"hidden widths must be positive, got {tuple(hidden)}")
+        self.rank = int(rank)
+        self.bilinear_dims = int(bilinear_dims)
+        self.bilinear_rank = int(bilinear_rank)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activation = activation
+        self._act = _ACTIVATIONS[activation]
+        for name, feats, n in (
+            ("item_features", item_features, n_cols),
+            ("user_features", user_features, n_rows),
+        ):
+            if feats is not None:
+                feats = torch.as_tensor(feats, dtype=torch.float32)
+                if feats.dim() != 2 or feats.shape[0] != n:
+                    raise ValueError(f"{name} must have shape ({n}, F), got {tuple(feats.shape)}")
+                if not torch.isfinite(feats).all():
+                    raise ValueError(f"{name} contain NaN/inf")
+            self.register_buffer(name, feats)
+
+    @property
+    def n_inputs(self) -> int:
+        """Width of the network input ``[U_n, user feats, V_m, item feats, bilinear]``."""
+        f = 0 if self.item_features is None else self.item_features.shape[1]
+        g = 0 if self.user_features is None else self.user_features.shape[1]
+        return 2 * self.rank + self.bilinear_dims + f + g
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "n_rows": self.n_rows,
+            "n_cols": self.n_cols,
+            "rank": self.rank,
+            "bilinear_dims": self.bilinear_dims,
+            "bilinear_rank": self.bilinear_rank,
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+            "item_features": self.item_features,
+            "user_features": self.user_features,
+        }
+
+    def layer_sizes(self) -> list[int]:
+        return [self.n_inputs, *self.hidden, 1]
+
+    def latent_specs(self) -> list[LatentSpec]:
+        K, D, Kp = self.rank, self.bilinear_dims, self.bilinear_rank
+        specs = [LatentSpec("noise", (), positive=True, init_loc=1.0)]
+        arrays: list[LatentSpec] = []
+        if K:
+            arrays += [
+                LatentSpec("U", (self.n_rows, K), dims=("user", "factor")),
+                LatentSpec("V", (self.n_cols, K), dims=("item", "factor")),
+            ]
+        if D:
+            arrays += [
+                LatentSpec("U_prime", (self.n_rows, D, Kp), dims=("user", "bilinear", "bfactor")),
+                LatentSpec("V_prime", (self.n_cols, D, Kp), dims=("item", "bilinear", "bfactor")),
+            ]
+        sizes = self.layer_sizes()
+        for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            std = 1.0 / math.sqrt(n_in)
+            arrays += [
+                LatentSpec(
+                    f"W{layer}", (n_in, n_out), dims=(f"in{layer}", f"out{layer}"), init_loc=std
+                ),
+                LatentSpec(f"b{layer}", (n_out,), dims=(f"out{layer}",), init_loc=0.0),
+            ]
+        for a in arrays:
+            init = 0.5 if a.name in ("U", "V", "U_prime", "V_prime") else max(a.init_loc, 0.1)
+            specs.append(LatentSpec(f"scale_{a.name}", (), positive=True, init_loc=init))
+        specs += [
+            LatentSpec(
+                a.name, a.shape, prior_scale=f"scale_{a.name}", dims=a.dims, init_loc=a.init_loc
+            )
+            for a in arrays
+        ]
+        return specs
+
+    def features(
+        self, z: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        """Network input for the pairs ``(rows, cols)``, shape ``(*S, n, n_inputs)``."""
+        parts: list[torch.Tensor] = []
+        batch: torch.Size | None = None
+        if self.rank:
+            u, v = take(z["U"], rows, 2), take(z["V"], cols, 2)
+            batch = u.shape[:-1]
+            parts += [u, v]
+        if self.bilinear_dims:
+            up, vp = take(z["U_prime"], rows, 3), take(z["V_prime"], cols, 3)
+            bil = (up * vp).sum(-1)
+            batch = bil.shape[:-1]
+            parts.append(bil)
+        assert batch is not None
+        if self.user_features is not None:
+            parts.append(self.user_features[rows].expand(*batch, -1))
+        if self.item_features is not None:
+            parts.append(self.item_features[cols].expand(*batch, -1))
+        return torch.cat(parts, dim=-1)
+
+    def mean(
+        self, z: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        h = self.features(z, rows, cols)
+        n_layers = len(self.hidden) + 1
+        for layer in range(n_layers):
+            h = torch.matmul(h, z[f"W{layer}"]) + z[f"b{layer}"].unsqueeze(-2)
+            if layer < n_layers - 1:
+                h = self._act(h)
+        return h.squeeze(-1) + self.global_mean
