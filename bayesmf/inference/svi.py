@@ -219,6 +219,13 @@ def _rmse_plugin(model: GaussianFactorModel, guide: MeanFieldGuide, data: Rating
         return float(((pred - data.values) ** 2).mean().sqrt())
 
 
+def _diverged(what: str, epoch: int, step: int, last_good: str) -> str:
+    return (
+        f"SVI diverged: {what} at epoch {epoch}, step {step}; last good checkpoint: "
+        f"{last_good}. Try a smaller lr, gradient clipping or standardised ratings."
+    )
+
+
 def _train_info(train: Ratings) -> dict[str, Any]:
     return {
         "name": train.name,
@@ -399,12 +406,16 @@ def fit_svi(
         total = 0.0
         perm = torch.randperm(n, generator=gen).to(device)
         for step, idx in enumerate(perm.split(bs)):
-            loss = elbo.differentiable_loss(model.model, guide, train, idx)
-            if not torch.isfinite(loss):
+            try:
+                loss = elbo.differentiable_loss(model.model, guide, train, idx)
+            except ValueError as err:  # Pyro's argument checks catch NaN parameters first
+                if "Expected parameter" not in str(err):
+                    raise
                 raise FloatingPointError(
-                    f"ELBO is {loss.item()} at epoch {epoch}, step {step}; "
-                    f"last good checkpoint: {last_good}. Try a smaller lr or standardised data."
-                )
+                    _diverged("NaN/inf parameters", epoch, step, last_good)
+                ) from err
+            if not torch.isfinite(loss):
+                raise FloatingPointError(_diverged(f"ELBO {loss.item()}", epoch, step, last_good))
             opt.zero_grad()
             loss.backward()
             if clip_norm is not None:

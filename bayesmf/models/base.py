@@ -18,14 +18,14 @@ choice costs nothing in accuracy.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
+from pyro.nn import PyroModule
 
 from ..data.containers import Ratings
 
@@ -68,7 +68,11 @@ class LatentSpec:
     init_scale: float = 0.05
 
 
-class GaussianFactorModel(nn.Module, ABC):
+class _AbstractPyroModuleMeta(type(PyroModule), ABCMeta):  # type: ignore[misc]
+    """PyroModule's metaclass with ABC's, so abstract methods are enforced."""
+
+
+class GaussianFactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
     """Base class: Gaussian likelihood around a mean function of latent arrays.
 
     Subclasses implement :meth:`latent_specs` and :meth:`mean`. The global mean of the

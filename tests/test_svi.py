@@ -1,0 +1,203 @@
+"""SVI engine and Gaussian factor models on synthetic data with known truth."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.autoguide import AutoNormal
+
+from bayesmf import data, inference, models
+from bayesmf.diagnostics import coverage, rmse
+from bayesmf.inference.guides import MeanFieldGuide
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def low_rank():
+    R, truth = data.synthetic_ratings(
+        n_rows=150, n_cols=100, rank=3, density=0.5, noise=0.3, seed=0
+    )
+    train, test = data.random_split(R, test_fraction=0.2, seed=0)
+    return train, test, truth
+
+
+@pytest.fixture(scope="module")
+def fitted(low_rank):
+    train, test, truth = low_rank
+    torch.set_num_threads(1)
+    model = models.BayesianMF(train.n_rows, train.n_cols, rank=3, biases=True)
+    fit = inference.fit_svi(
+        model, train, epochs=150, batch_size=None, lr=0.05, final_lr=0.005, progress=False, seed=0
+    )
+    return fit
+
+
+def test_svi_reaches_noise_floor(low_rank, fitted):
+    train, test, truth = low_rank
+    pred = fitted.predict(test)
+    oracle = rmse(test.values, truth.expected(test.rows, test.cols))
+    assert rmse(test.values, pred) < 1.12 * oracle
+    # at least as good as the best-regularised MAP (ALS) on the same data
+    als_best = min(
+        rmse(test.values, inference.als(train, rank=3, reg_u=r, reg_v=r, iters=100).predict(test))
+        for r in (0.3, 1.0, 3.0)
+    )
+    assert rmse(test.values, pred) < 1.01 * als_best
+    # the ELBO went up and the noise scale was learned
+    assert fitted.elbo_history[-1] > fitted.elbo_history[0]
+    noise = fitted.guide.posterior_mean()["noise"]
+    assert noise == pytest.approx(0.3, rel=0.15)
+
+
+def test_predictive_90_coverage_is_calibrated(low_rank, fitted):
+    _, test, _ = low_rank
+    lo, hi = fitted.predict_interval(test, level=0.9)
+    assert 0.85 <= coverage(test.values, lo, hi) <= 0.95
+    lo50, hi50 = fitted.predict_interval(test, level=0.5)
+    assert torch.all(hi50 - lo50 < hi - lo)
+
+
+def test_posterior_std_shrinks_with_more_ratings():
+    R, _ = data.synthetic_ratings(n_rows=80, n_cols=120, rank=2, density=0.5, noise=0.5, seed=1)
+    # Row r keeps a fraction (r + 1) / n_rows of its ratings: counts grow with r.
+    keep_prob = (R.rows.float() + 1) / R.n_rows
+    keep = torch.rand(len(R), generator=torch.Generator().manual_seed(0)) < keep_prob
+    sub = R.subset(keep)
+    model = models.BayesianMF(sub.n_rows, sub.n_cols, rank=2, biases=False)
+    fit = inference.fit_svi(model, sub, epochs=120, batch_size=None, lr=0.05, progress=False)
+    std = fit.guide.posterior_std()["U"].mean(1)
+    counts = sub.row_counts().float()
+    few, many = counts < counts.quantile(0.25), counts > counts.quantile(0.75)
+    assert std[few].mean() > 1.3 * std[many].mean()
+    # rank correlation is clearly negative
+    rc = torch.argsort(torch.argsort(counts)).float()
+    rs = torch.argsort(torch.argsort(std)).float()
+    corr = torch.corrcoef(torch.stack([rc, rs]))[0, 1]
+    assert corr < -0.6
+
+
+def test_minibatch_elbo_is_unbiased_for_full_data_elbo(low_rank):
+    train, _, _ = low_rank
+    model = models.BayesianMF(train.n_rows, train.n_cols, rank=3)
+    model.setup(train)
+    guide = MeanFieldGuide(model, seed=0)
+    elbo = TraceMeanField_ELBO(max_plate_nesting=1)
+    gen = torch.Generator().manual_seed(0)
+    pyro.set_rng_seed(0)
+    with torch.no_grad():
+        full = torch.tensor([elbo.loss(model.model, guide, train) for _ in range(100)])
+        mini = torch.tensor(
+            [
+                elbo.loss(
+                    model.model, guide, train, torch.randperm(len(train), generator=gen)[:300]
+                )
+                for _ in range(200)
+            ]
+        )
+    se = (full.var() / len(full) + mini.var() / len(mini)).sqrt()
+    assert abs(full.mean() - mini.mean()) < 4 * se
+    # and the minibatch estimate really is noisier (it is a different estimator)
+    assert mini.std() > full.std()
+
+
+def test_checkpoint_resume_equals_uninterrupted_run(low_rank, tmp_path):
+    train, test, _ = low_rank
+    opts = {"epochs": 6, "batch_size": 1000, "lr": 0.05, "seed": 3, "progress": False, "val": test}
+
+    def make():
+        return models.BayesianNNMF(train.n_rows, train.n_cols, rank=2, bilinear_dims=3, hidden=(4,))
+
+    straight = inference.fit_svi(make(), train, **opts)
+    ckpt = tmp_path / "run.ckpt"
+    part = inference.fit_svi(
+        make(), train, checkpoint=ckpt, checkpoint_every=1, stop_after=3, **opts
+    )
+    assert len(part.elbo_history) == 3 and ckpt.exists()
+    resumed = inference.fit_svi(
+        make(), train, checkpoint=ckpt, checkpoint_every=1, resume=True, **opts
+    )
+    assert resumed.elbo_history == straight.elbo_history
+    for k, v in straight.guide.state_dict().items():
+        assert torch.equal(v, resumed.guide.state_dict()[k]), k
+    # a checkpoint written with other settings is refused
+    with pytest.raises(ValueError, match="other settings"):
+        inference.fit_svi(make(), train, checkpoint=ckpt, resume=True, **{**opts, "lr": 0.01})
+
+
+def test_nan_elbo_stops_with_a_clear_error(low_rank, monkeypatch):
+    train, _, _ = low_rank
+    model = models.BayesianMF(train.n_rows, train.n_cols, rank=2)
+    monkeypatch.setattr(model, "mean", lambda z, r, c: torch.full(r.shape, float("nan")))
+    with pytest.raises(FloatingPointError, match="epoch 0, step 0; last good checkpoint: none"):
+        inference.fit_svi(model, train, epochs=2, progress=False)
+
+
+def test_bad_data_is_refused(low_rank):
+    train, _, _ = low_rank
+    with pytest.raises(ValueError, match="shape"):
+        inference.fit_svi(models.BayesianMF(10, 10), train, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        data.Ratings([0, 1], [0, 1], [1.0, float("nan")], shape=(2, 2))
+    with pytest.raises(TypeError, match="Ratings"):
+        inference.fit_svi(models.BayesianMF(2, 2), torch.ones(2, 2), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="checkpoint path"):
+        inference.fit_svi(models.BayesianMF(train.n_rows, train.n_cols), train, resume=True)
+    with pytest.raises(ValueError, match="item_features must have shape"):
+        models.BayesianNNMF(5, 4, item_features=torch.ones(3, 2))
+
+
+def test_save_load_round_trip(low_rank, fitted, tmp_path):
+    _, test, _ = low_rank
+    path = fitted.save(tmp_path / "fit.pt")
+    torch.load(path, weights_only=True)  # safe to load
+    again = inference.load(path)
+    assert torch.equal(again.predict(test), fitted.predict(test))
+    assert again.elbo_history == fitted.elbo_history
+    assert again.train_info["shape"] == [test.n_rows, test.n_cols]
+
+
+def test_nnmf_with_side_information_uses_the_features():
+    R, _ = data.synthetic_ratings(n_rows=40, n_cols=30, rank=2, density=0.4, seed=2)
+    feats = torch.eye(30)[:, :5]
+    m = models.BayesianNNMF(40, 30, rank=2, bilinear_dims=3, hidden=(), item_features=feats)
+    m.setup(R)
+    assert m.n_inputs == 2 * 2 + 3 + 5
+    z = MeanFieldGuide(m).sample_latents(2)
+    z["W0"][:, -5:, :] = 0.0
+    base = m.mean(z, R.rows, R.cols)
+    z["W0"][:, -5 + 1, :] = 1.0  # weight of feature 1 only moves items having it
+    moved = (m.mean(z, R.rows, R.cols) - base).abs() > 1e-6
+    assert torch.equal(moved[0], R.cols == 1)
+
+
+def test_nnmf_mean_matches_a_hand_written_network():
+    m = models.BayesianNNMF(
+        6, 5, rank=2, bilinear_dims=3, bilinear_rank=2, hidden=(4,), global_mean=1.5
+    )
+    z = MeanFieldGuide(m, seed=1).sample_latents(1)
+    z = {k: v[0] for k, v in z.items()}
+    rows, cols = torch.tensor([0, 5, 2]), torch.tensor([4, 0, 2])
+    bil = (z["U_prime"][rows] * z["V_prime"][cols]).sum(-1)
+    x = torch.cat([z["U"][rows], z["V"][cols], bil], -1)
+    h = torch.sigmoid(x @ z["W0"] + z["b0"])
+    expect = (h @ z["W1"] + z["b1"]).squeeze(-1) + 1.5
+    assert torch.allclose(m.mean(z, rows, cols), expect, atol=1e-6)
+
+
+def test_models_work_with_pyro_svi_predictive_and_nuts():
+    R, _ = data.synthetic_ratings(n_rows=12, n_cols=10, rank=2, density=0.5, noise=0.3, seed=0)
+    m = models.BayesianMF(12, 10, rank=2)
+    m.setup(R)
+    pyro.clear_param_store()
+    guide = AutoNormal(m.model)
+    svi = SVI(m.model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    assert torch.isfinite(torch.tensor(svi.step(R)))
+    draws = Predictive(m.model, guide=guide, num_samples=4)(R, predict=True)
+    assert draws["obs"].shape == (4, len(R))
+    mcmc = MCMC(NUTS(m.model), num_samples=3, warmup_steps=3, disable_progbar=True)
+    mcmc.run(R)
+    assert mcmc.get_samples()["U"].shape == (3, 12, 2)
+    pyro.clear_param_store()
