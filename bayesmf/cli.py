@@ -28,12 +28,14 @@ DATASETS = (
     "movielens-latest-small",
     "jester",
 )
-MODELS = ("als", "sgd")
+MODELS = ("als", "sgd", "bmf", "nnmf")
 # Per-model defaults of `bayesmf fit`: the values tuned on a validation split of MovieLens-100K
 # (benchmarks/classical.py); `--reg`/`--reg-bias` override them.
 FIT_DEFAULTS: dict[str, dict[str, float | None]] = {
     "als": {"reg": 15.0, "reg_bias": 5.0},
     "sgd": {"reg": 0.1, "reg_bias": None},
+    "bmf": {},
+    "nnmf": {},
 }
 
 
@@ -47,7 +49,7 @@ def _say(msg: str = "") -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from bayesmf import data, diagnostics, inference
+    from bayesmf import data, diagnostics, inference, models
 
     t0 = time.perf_counter()
     ratings, truth = data.synthetic_ratings(
@@ -61,38 +63,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     train, test = data.random_split(ratings, test_fraction=0.1, seed=args.seed)
     _say(
-        f"bayesmf demo: synthetic {ratings.n_rows}x{ratings.n_cols} matrix of rank {args.rank}, "
-        f"{len(ratings):,} observed entries ({100 * ratings.density:.1f}%), noise std {args.noise}"
+        f"bayesmf demo: synthetic {ratings.n_rows}x{ratings.n_cols} matrix of rank {args.rank} "
+        f"with biases, {len(ratings):,} observed entries ({100 * ratings.density:.1f}%), "
+        f"noise std {args.noise}"
     )
     _say(f"  split 90/10: {len(train):,} train / {len(test):,} test ratings")
 
-    fit = inference.als(
-        train, rank=args.rank, reg_u=args.reg, reg_v=args.reg, iters=50, biases=True, seed=args.seed
+    model = models.BayesianMF(train.n_rows, train.n_cols, rank=args.rank, biases=True)
+    fit = inference.fit_svi(
+        model,
+        train,
+        epochs=args.epochs,
+        batch_size=None,
+        lr=0.05,
+        final_lr=0.005,
+        seed=args.seed,
+        progress=not args.quiet,
     )
+    als = inference.als(train, rank=args.rank, reg_u=1.0, reg_v=1.0, iters=50, seed=args.seed)
     with torch.no_grad():
-        pred_train = fit.predict(train)
-        pred_test = fit.predict(test)
-        oracle = truth.expected(test.rows, test.cols)
-    rmse_train = diagnostics.rmse(train.values, pred_train)
-    rmse_test = diagnostics.rmse(test.values, pred_test)
-    rmse_oracle = diagnostics.rmse(test.values, oracle)
-    rmse_mean = diagnostics.rmse(
-        test.values, torch.full_like(test.values, float(train.values.mean()))
-    )
-    _say(
-        f"  ALS (rank {args.rank}, reg {args.reg}): {fit.n_iter} iterations, "
-        f"converged={fit.converged}"
-    )
+        rows = {
+            "global mean": torch.full_like(test.values, float(train.values.mean())),
+            "ALS (MAP)": als.predict(test),
+            "BayesianMF (SVI)": fit.predict(test),
+            "true mean (oracle)": truth.expected(test.rows, test.cols),
+        }
+    _say(f"  BayesianMF by SVI: {args.epochs} full-batch epochs in {fit.fit_seconds:.1f} s")
     _say("")
-    _say(f"  {'predictor':<28}{'train RMSE':>12}{'test RMSE':>12}")
-    _say(f"  {'global mean':<28}{'':>12}{rmse_mean:>12.4f}")
-    _say(f"  {'ALS':<28}{rmse_train:>12.4f}{rmse_test:>12.4f}")
-    _say(f"  {'true mean (oracle)':<28}{'':>12}{rmse_oracle:>12.4f}")
-    _say(f"  {'noise floor (noise std)':<28}{'':>12}{args.noise:>12.4f}")
-    gap = rmse_test / args.noise - 1.0
+    _say(f"  {'predictor':<24}{'test RMSE':>10}")
+    for name, pred in rows.items():
+        _say(f"  {name:<24}{diagnostics.rmse(test.values, pred):>10.4f}")
+    _say(f"  {'noise floor (noise std)':<24}{args.noise:>10.4f}")
+    _say("")
+    cover = diagnostics.interval_coverage(fit, test, levels=(0.5, 0.9))
+    _say(
+        "  predictive intervals on the test ratings: "
+        + ", ".join(f"{100 * lv:.0f}% interval covers {100 * c:.1f}%" for lv, c in cover.items())
+    )
+
+    import arviz as az
+
+    hyper = [s.name for s in model.latent_specs() if s.positive]
+    idata = diagnostics.to_inference_data(fit, test, num_samples=200, include=hyper)
+    _say("")
+    _say(f"  ArviZ summary of the hyper-parameters (true noise std {args.noise}):")
+    summary = az.summary(idata, var_names=hyper, kind="stats", round_to=3)
+    for line in summary.to_string().splitlines():
+        _say("    " + line)
+    loo = az.loo(idata)
+    _say(f"  PSIS-LOO on the test ratings: elpd {float(loo.elpd_loo):.1f} (se {float(loo.se):.1f})")
+    gap = diagnostics.rmse(test.values, rows["BayesianMF (SVI)"]) / args.noise - 1.0
     _say("")
     _say(
-        f"  ALS test RMSE is {100 * gap:+.1f}% from the noise floor "
+        f"  SVI test RMSE is {100 * gap:+.1f}% from the noise floor "
         f"({time.perf_counter() - t0:.1f} s in all)"
     )
     return 0
@@ -125,10 +148,73 @@ def _load_ratings(args: argparse.Namespace):
     return ml.to_ratings(), None
 
 
+def _fit_map(args: argparse.Namespace, train):
+    from bayesmf import inference
+
+    if args.model == "als":
+        return inference.als(
+            train,
+            rank=args.rank,
+            reg_u=args.reg,
+            reg_v=args.reg,
+            reg_bias=args.reg_bias,
+            iters=args.iters,
+            biases=not args.no_biases,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+    extra = {} if args.epochs is None else {"epochs": args.epochs}
+    return inference.sgd_mf(
+        train,
+        rank=args.rank,
+        reg=args.reg,
+        reg_bias=args.reg_bias,
+        biases=not args.no_biases,
+        seed=args.seed,
+        progress=not args.quiet,
+        **extra,
+    )
+
+
+def _fit_bayes(args: argparse.Namespace, train):
+    from bayesmf import inference, models
+
+    if args.model == "bmf":
+        model = models.BayesianMF(
+            train.n_rows, train.n_cols, rank=args.rank, biases=not args.no_biases
+        )
+    else:
+        hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+        feats = train.col_features if args.side_info else None
+        if args.side_info and feats is None:
+            raise SystemExit("--side-info: this dataset has no item features")
+        model = models.BayesianNNMF(
+            train.n_rows,
+            train.n_cols,
+            rank=args.rank,
+            bilinear_dims=args.bilinear_dims,
+            hidden=hidden,
+            item_features=feats,
+        )
+    return inference.fit_svi(
+        model,
+        train,
+        epochs=args.epochs or 60,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        final_lr=args.lr / 10,
+        seed=args.seed,
+        progress=not args.quiet,
+        checkpoint=args.checkpoint,
+        checkpoint_every=1 if args.checkpoint else None,
+        resume=args.checkpoint is not None,
+    )
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     import torch
 
-    from bayesmf import data, diagnostics, inference
+    from bayesmf import data, diagnostics
 
     if args.ratings is None and args.dataset is None:
         raise SystemExit("bayesmf fit: give --dataset NAME or --ratings FILE.csv")
@@ -147,62 +233,55 @@ def cmd_fit(args: argparse.Namespace) -> int:
     _say(f"  loaded in {time.perf_counter() - t0:.1f} s")
 
     t1 = time.perf_counter()
-    if args.model == "als":
-        fit = inference.als(
-            train,
-            rank=args.rank,
-            reg_u=args.reg,
-            reg_v=args.reg,
-            reg_bias=args.reg_bias,
-            iters=args.iters,
-            biases=not args.no_biases,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
+    extra: dict[str, float] = {}
+    if args.model in ("als", "sgd"):
+        fit = _fit_map(args, train)
+        with torch.no_grad():
+            pred = fit.predict(test, clamp_to=test.scale)
     else:
-        extra = {} if args.epochs is None else {"epochs": args.epochs}
-        fit = inference.sgd_mf(
-            train,
-            rank=args.rank,
-            reg=args.reg,
-            reg_bias=args.reg_bias,
-            biases=not args.no_biases,
-            seed=args.seed,
-            progress=not args.quiet,
-            **extra,
-        )
+        fit = _fit_bayes(args, train)
+        pred = fit.predict(test, clamp=True)
+        lo, hi = fit.predict_interval(test, 0.9)
+        extra["coverage90"] = diagnostics.coverage(test.values, lo, hi)
     fit_s = time.perf_counter() - t1
-    with torch.no_grad():
-        pred = fit.predict(test, clamp_to=test.scale)
     metrics = {
         "rmse": diagnostics.rmse(test.values, pred),
         "mae": diagnostics.mae(test.values, pred),
+        **extra,
         "fit_s": fit_s,
         "n_train": len(train),
         "n_test": len(test),
     }
-    _say(f"  {args.model.upper()} rank {args.rank}, reg {args.reg}: fit in {fit_s:.1f} s")
-    _say(f"  test RMSE {metrics['rmse']:.4f}   test MAE {metrics['mae']:.4f}")
+    _say(f"  {args.model.upper()} rank {args.rank}: fit in {fit_s:.1f} s")
+    line = f"  test RMSE {metrics['rmse']:.4f}   test MAE {metrics['mae']:.4f}"
+    if "coverage90" in extra:
+        line += f"   90% interval coverage {extra['coverage90']:.3f}"
+    _say(line)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "U": fit.U,
-                "V": fit.V,
-                "row_bias": fit.row_bias,
-                "col_bias": fit.col_bias,
-                "mean": fit.mean,
-                "row_ids": train.row_ids.tolist(),
-                "col_ids": train.col_ids.tolist(),
-            },
-            out / "factors.pt",
-        )
+        if args.model in ("bmf", "nnmf"):
+            fit.save(out / "fit.pt")
+            saved = out / "fit.pt"
+        else:
+            saved = out / "factors.pt"
+            torch.save(
+                {
+                    "U": fit.U,
+                    "V": fit.V,
+                    "row_bias": fit.row_bias,
+                    "col_bias": fit.col_bias,
+                    "mean": fit.mean,
+                    "row_ids": train.row_ids.tolist(),
+                    "col_ids": train.col_ids.tolist(),
+                },
+                out / "factors.pt",
+            )
         settings: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "func"}
         (out / "metrics.json").write_text(
             json.dumps({"metrics": metrics, "settings": settings}, indent=2, default=str)
         )
-        _say(f"  wrote {out / 'factors.pt'} and {out / 'metrics.json'}")
+        _say(f"  wrote {saved} and {out / 'metrics.json'}")
     return 0
 
 
@@ -230,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rank", type=int, default=5, help="true and fitted rank")
     d.add_argument("--density", type=float, default=0.1, help="fraction observed")
     d.add_argument("--noise", type=float, default=0.5, help="noise standard deviation")
-    d.add_argument("--reg", type=float, default=1.0, help="ALS regularisation")
+    d.add_argument("--epochs", type=int, default=100, help="SVI epochs (full batch)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.add_argument("--seed", type=int, default=0, help="random seed")
     d.set_defaults(func=cmd_demo)
 
@@ -289,7 +369,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--no-biases", action="store_true", help="no mean/row/column biases")
     m.add_argument("--iters", type=int, default=30, help="ALS iterations")
-    m.add_argument("--epochs", type=int, default=None, help="SGD epochs (default: library's)")
+    m.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="SGD/SVI epochs (default: SGD's own default; 60 for SVI)",
+    )
+    svi = f.add_argument_group("Bayesian models (bmf, nnmf) fitted by SVI")
+    svi.add_argument("--batch-size", type=int, default=10_000, help="ratings per minibatch")
+    svi.add_argument(
+        "--lr", type=float, default=0.02, help="initial Adam learning rate (decays to a tenth)"
+    )
+    svi.add_argument(
+        "--hidden",
+        default="50,50,50",
+        help="nnmf hidden widths, comma-separated; '' for the linear VI(0)",
+    )
+    svi.add_argument("--bilinear-dims", type=int, default=60, help="nnmf D")
+    svi.add_argument(
+        "--side-info",
+        action="store_true",
+        help="nnmf: concatenate item features (MovieLens genres) to V",
+    )
+    svi.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint file, written every epoch; an existing one is resumed",
+    )
     f.add_argument("--seed", type=int, default=0, help="random seed (split and init)")
     f.add_argument("--out", default=None, help="folder for factors.pt and metrics.json")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -19,12 +19,17 @@ def _number(pattern: str, text: str) -> float:
 
 
 def test_demo_reaches_noise_floor(capsys):
-    assert main(["demo"]) == 0
+    assert main(["demo", "--quiet", "--rows", "400", "--cols", "300", "--density", "0.3"]) == 0
     out = capsys.readouterr().out
-    als_test = _number(r"ALS\s+[\d.]+\s+([\d.]+)", out)
+    svi = _number(r"BayesianMF \(SVI\)\s+([\d.]+)", out)
+    als = _number(r"ALS \(MAP\)\s+([\d.]+)", out)
     noise = _number(r"noise floor \(noise std\)\s+([\d.]+)", out)
     mean_only = _number(r"global mean\s+([\d.]+)", out)
-    assert als_test < 1.12 * noise < mean_only
+    assert svi < 1.12 * noise < mean_only
+    assert svi <= 1.01 * als
+    cover90 = _number(r"90% interval covers ([\d.]+)%", out)
+    assert 85.0 <= cover90 <= 95.0
+    assert "elpd" in out and "noise" in out
 
 
 def test_fit_movielens_random_split(data_dir, capsys, tmp_path):

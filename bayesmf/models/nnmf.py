@@ -6,6 +6,13 @@ U_n, V_m in R^K, U'_nd, V'_md in R^K' and f_theta a Bayesian MLP. Every input ar
 every weight/bias array has independent Gaussian priors with an array-specific scale
 (LogNormal hyper-prior). ``hidden=()`` is the linear VI(0) model, ``hidden=(50, 50, 50)``
 with sigmoid units is VI(3). Item (user) side information is concatenated to V_m (U_n).
+
+Fitting by mean-field SVI: the initial variational means are scaled so that the network is
+neither constant nor saturated at the start (:meth:`BayesianNNMF.init_stds`) and the
+weights start with a small posterior standard deviation. Even so, with the full KL term
+from the first step the ELBO is drawn to a collapsed solution (VI(0) keeps only the
+user/item biases, VI(3) predicts the global mean on MovieLens-100K); a KL warm-up over the
+first epochs (weight 0 -> 1) avoids it. See ``benchmarks/table1_ml100k.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from .bayesian_mf import take
 __all__ = ["BayesianNNMF"]
 
 _ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+#: weight-init gain of each activation (inverse of its slope at 0, He's sqrt(2) for ReLU)
+_GAINS = {"sigmoid": 4.0, "tanh": 1.0, "relu": math.sqrt(2.0)}
+_EMBEDDINGS = ("U", "V", "U_prime", "V_prime")
 
 
 class BayesianNNMF(GaussianFactorModel):
@@ -46,6 +56,11 @@ class BayesianNNMF(GaussianFactorModel):
         (e.g. the 19 MovieLens genre flags: ``ratings.col_features``).
     global_mean : float, optional
         Fixed offset added to ``f_theta``; the training mean by default.
+    init_embedding_std : float, optional
+        Standard deviation of the random initial posterior means of ``U, V, U', V'``
+        (default 0.5 with hidden layers, 0.1 without); see :meth:`init_stds`.
+    init_weight_scale : float
+        Initial posterior standard deviation of the network weights and biases.
 
     Examples
     --------
@@ -73,8 +88,16 @@ class BayesianNNMF(GaussianFactorModel):
         item_features: torch.Tensor | None = None,
         user_features: torch.Tensor | None = None,
         global_mean: float | None = None,
+        init_embedding_std: float | None = None,
+        init_weight_scale: float = 0.01,
     ) -> None:
         super().__init__(n_rows, n_cols, global_mean)
+        if init_embedding_std is not None and not init_embedding_std > 0:
+            raise ValueError(f"init_embedding_std must be positive, got {init_embedding_std}")
+        if not init_weight_scale > 0:
+            raise ValueError(f"init_weight_scale must be positive, got {init_weight_scale}")
+        self.init_embedding_std = None if init_embedding_std is None else float(init_embedding_std)
+        self.init_weight_scale = float(init_weight_scale)
         if rank < 0 or bilinear_dims < 0 or rank + bilinear_dims == 0:
             raise ValueError("need rank >= 0, bilinear_dims >= 0 and at least one of them > 0")
         if bilinear_dims and bilinear_rank < 1:
@@ -121,40 +144,105 @@ class BayesianNNMF(GaussianFactorModel):
             "activation": self.activation,
             "item_features": self.item_features,
             "user_features": self.user_features,
+            "init_embedding_std": self.init_embedding_std,
+            "init_weight_scale": self.init_weight_scale,
         }
 
     def layer_sizes(self) -> list[int]:
         return [self.n_inputs, *self.hidden, 1]
 
+    def init_stds(self) -> dict[str, float]:
+        """Standard deviations of the random initial variational means, per array.
+
+        Chosen so that the network neither starts as a constant function (which is where
+        mean-field VI of a Bayesian MLP collapses to the prior) nor saturates:
+
+        * embeddings ``U, V, U', V'``: ``init_embedding_std`` (0.5 with hidden layers,
+          0.1 for the linear model, where small random factors train best);
+        * first layer: ``1 / (sqrt(n_in) * rms(input))`` with hidden layers, so that the
+          first pre-activations have unit variance; ``1 / sqrt(n_in)`` for the linear model;
+        * hidden-to-hidden layers: ``gain / sqrt(n_in)`` with the activation's gain
+          (4 for the sigmoid, whose slope at 0 is 1/4; 1 for tanh; sqrt(2) for ReLU);
+        * output layer: ``1 / sqrt(n_in)``; biases start at 0.
+        """
+        a = self.init_embedding_std
+        if a is None:
+            a = 0.5 if self.hidden else 0.1
+        out = {"U": a, "V": a, "U_prime": a, "V_prime": a}
+        sizes = self.layer_sizes()
+        n_layers = len(sizes) - 1
+        for layer, n_in in enumerate(sizes[:-1]):
+            if layer == 0 and self.hidden:
+                sq = 2 * self.rank * a**2 + self.bilinear_dims * self.bilinear_rank * a**4
+                for feats in (self.user_features, self.item_features):
+                    if feats is not None:
+                        sq += float((feats**2).mean(0).sum())
+                rms = math.sqrt(max(sq, 1e-12) / n_in)
+                out["W0"] = 1.0 / (math.sqrt(n_in) * rms)
+            elif 0 < layer < n_layers - 1:
+                out[f"W{layer}"] = _GAINS[self.activation] / math.sqrt(n_in)
+            else:
+                out[f"W{layer}"] = 1.0 / math.sqrt(n_in)
+        return out
+
     def latent_specs(self) -> list[LatentSpec]:
+        """Noise, one prior scale per array, then the arrays.
+
+        The network weights and biases start with a small posterior standard deviation
+        (``init_weight_scale``, 0.01) so that the sampled networks are close to the mean
+        network while the means find a useful function; the embeddings start at the
+        default 0.05.
+        """
         K, D, Kp = self.rank, self.bilinear_dims, self.bilinear_rank
+        stds = self.init_stds()
+        ws = self.init_weight_scale
         specs = [LatentSpec("noise", (), positive=True, init_loc=1.0)]
         arrays: list[LatentSpec] = []
         if K:
             arrays += [
-                LatentSpec("U", (self.n_rows, K), dims=("user", "factor")),
-                LatentSpec("V", (self.n_cols, K), dims=("item", "factor")),
+                LatentSpec("U", (self.n_rows, K), dims=("user", "factor"), init_loc=stds["U"]),
+                LatentSpec("V", (self.n_cols, K), dims=("item", "factor"), init_loc=stds["V"]),
             ]
         if D:
             arrays += [
-                LatentSpec("U_prime", (self.n_rows, D, Kp), dims=("user", "bilinear", "bfactor")),
-                LatentSpec("V_prime", (self.n_cols, D, Kp), dims=("item", "bilinear", "bfactor")),
+                LatentSpec(
+                    "U_prime",
+                    (self.n_rows, D, Kp),
+                    dims=("user", "bilinear", "bfactor"),
+                    init_loc=stds["U_prime"],
+                ),
+                LatentSpec(
+                    "V_prime",
+                    (self.n_cols, D, Kp),
+                    dims=("item", "bilinear", "bfactor"),
+                    init_loc=stds["V_prime"],
+                ),
             ]
         sizes = self.layer_sizes()
         for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            std = 1.0 / math.sqrt(n_in)
             arrays += [
                 LatentSpec(
-                    f"W{layer}", (n_in, n_out), dims=(f"in{layer}", f"out{layer}"), init_loc=std
+                    f"W{layer}",
+                    (n_in, n_out),
+                    dims=(f"in{layer}", f"out{layer}"),
+                    init_loc=stds[f"W{layer}"],
+                    init_scale=ws,
                 ),
-                LatentSpec(f"b{layer}", (n_out,), dims=(f"out{layer}",), init_loc=0.0),
+                LatentSpec(
+                    f"b{layer}", (n_out,), dims=(f"out{layer}",), init_loc=0.0, init_scale=ws
+                ),
             ]
         for a in arrays:
-            init = 0.5 if a.name in ("U", "V", "U_prime", "V_prime") else max(a.init_loc, 0.1)
+            init = 0.5 if a.name in _EMBEDDINGS else max(a.init_loc, 0.1)
             specs.append(LatentSpec(f"scale_{a.name}", (), positive=True, init_loc=init))
         specs += [
             LatentSpec(
-                a.name, a.shape, prior_scale=f"scale_{a.name}", dims=a.dims, init_loc=a.init_loc
+                a.name,
+                a.shape,
+                prior_scale=f"scale_{a.name}",
+                dims=a.dims,
+                init_loc=a.init_loc,
+                init_scale=a.init_scale,
             )
             for a in arrays
         ]
