@@ -196,10 +196,15 @@ def _fit_bayes(args: argparse.Namespace, train):
             hidden=hidden,
             item_features=feats,
         )
+    epochs = args.epochs or 60
+    warmup = args.kl_warmup
+    if warmup is None:  # BNNs need the KL warm-up (see fit_svi); plain Bayesian MF does not
+        warmup = epochs // 3 if args.model == "nnmf" else 0
     return inference.fit_svi(
         model,
         train,
-        epochs=args.epochs or 60,
+        epochs=epochs,
+        kl_warmup=warmup,
         batch_size=args.batch_size,
         lr=args.lr,
         final_lr=args.lr / 10,
@@ -379,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     svi.add_argument("--batch-size", type=int, default=10_000, help="ratings per minibatch")
     svi.add_argument(
         "--lr", type=float, default=0.02, help="initial Adam learning rate (decays to a tenth)"
+    )
+    svi.add_argument(
+        "--kl-warmup",
+        type=int,
+        default=None,
+        help="epochs of KL warm-up (default: a third of the epochs for nnmf, 0 for bmf)",
     )
     svi.add_argument(
         "--hidden",

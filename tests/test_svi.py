@@ -11,6 +11,7 @@ from pyro.infer.autoguide import AutoNormal
 from bayesmf import data, inference, models
 from bayesmf.diagnostics import coverage, rmse
 from bayesmf.inference.guides import MeanFieldGuide
+from bayesmf.inference.svi import annealed_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,9 +104,51 @@ def test_minibatch_elbo_is_unbiased_for_full_data_elbo(low_rank):
     assert mini.std() > full.std()
 
 
+def test_kl_weight_scales_only_the_kl_term(low_rank):
+    train, _, _ = low_rank
+    model = models.BayesianMF(train.n_rows, train.n_cols, rank=3)
+    model.setup(train)
+    guide = MeanFieldGuide(model, seed=0)
+    elbo = TraceMeanField_ELBO(max_plate_nesting=1)
+    idx = torch.arange(200)
+
+    def loss(beta: float) -> float:
+        pyro.set_rng_seed(5)  # the same draw of z for every weight
+        with torch.no_grad():
+            return annealed_loss(elbo, model, guide, train, idx, beta).item()
+
+    # -ELBO_beta = -E log p(x|z) + beta KL is affine in beta, with slope KL(q || p) > 0
+    l1, l_half, l_quarter = loss(1.0), loss(0.5), loss(0.25)
+    kl = 2 * (l1 - l_half)
+    assert kl > 0
+    assert l_half - l_quarter == pytest.approx(kl / 4, rel=1e-4)
+    # and beta = 1 is Pyro's plain ELBO
+    pyro.set_rng_seed(5)
+    with torch.no_grad():
+        assert elbo.differentiable_loss(model.model, guide, train, idx).item() == pytest.approx(l1)
+    with pytest.raises(ValueError, match="kl_weight"):
+        annealed_loss(elbo, model, guide, train, idx, 0.0)
+
+
+def test_kl_warmup_schedule_is_recorded(low_rank):
+    train, _, _ = low_rank
+    fit = inference.fit_svi(
+        models.BayesianMF(train.n_rows, train.n_cols, rank=2), train, epochs=4, batch_size=1000,
+        kl_warmup=2, progress=False,
+    )
+    w = fit.history["kl_weight"]
+    steps = -(-len(train) // 1000)
+    assert w[0] == pytest.approx(1 / 2) and w[1:] == [1.0, 1.0, 1.0]
+    assert steps > 1
+    with pytest.raises(ValueError, match="kl_warmup"):
+        inference.fit_svi(models.BayesianMF(train.n_rows, train.n_cols, rank=2), train,
+                          epochs=2, kl_warmup=3, progress=False)
+
+
 def test_checkpoint_resume_equals_uninterrupted_run(low_rank, tmp_path):
     train, test, _ = low_rank
-    opts = {"epochs": 6, "batch_size": 1000, "lr": 0.05, "seed": 3, "progress": False, "val": test}
+    opts = {"epochs": 6, "batch_size": 1000, "lr": 0.05, "seed": 3, "progress": False,
+            "val": test, "kl_warmup": 4}  # the KL warm-up spans the interruption
 
     def make():
         return models.BayesianNNMF(train.n_rows, train.n_cols, rank=2, bilinear_dims=3, hidden=(4,))

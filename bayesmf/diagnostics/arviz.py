@@ -117,7 +117,7 @@ def _attrs(fit: Any, num_samples: int, seed: int) -> dict[str, Any]:
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "model": type(fit.model).__name__,
         "bayesmf_version": __version__,
-        "inference": "SVI mean-field",
+        "inference": getattr(fit, "inference_name", "SVI mean-field"),
         "inference_library": "pyro",
         "inference_library_version": pyro.__version__,
         "num_draws": int(num_samples),
@@ -181,7 +181,7 @@ def _predictive(
 def to_inference_data(
     fit: Any,
     test: Ratings | None = None,
-    num_samples: int = 200,
+    num_samples: int | None = None,
     seed: int = 0,
     include: Sequence[str] | None = None,
     *,
@@ -199,8 +199,10 @@ def to_inference_data(
         ``log_likelihood`` (``obs``: ``log p(x_i | z_s)``, for ``az.loo``/``az.waic``)
         and ``observed_data`` (``obs``), all over a ``rating`` dimension whose
         ``user``/``item`` coordinates are the original ids of each rating.
-    num_samples : int
-        Draws from ``q`` (stored as 1 chain of ``num_samples`` draws).
+    num_samples : int, optional
+        Draws stored (as 1 chain of ``num_samples`` draws): from ``q`` for a variational
+        fit (default 200); for a :class:`~bayesmf.inference.SampleFit` all its kept draws
+        in chain order by default, evenly thinned when fewer are asked for.
     seed : int
         Seed of the draws (as in ``fit.sample(num_samples, seed)``).
     include : sequence of str, optional
@@ -217,7 +219,7 @@ def to_inference_data(
     arviz.InferenceData or xarray.DataTree
         ``InferenceData`` under ArviZ < 1; ``DataTree`` under ArviZ >= 1 (see the module
         notes). ``attrs`` name the model class, the bayesmf version and the inference
-        (``"SVI mean-field"``).
+        (``fit.inference_name``: ``"SVI mean-field"``, ``"Gibbs"``).
 
     Examples
     --------
@@ -234,6 +236,8 @@ def to_inference_data(
     """
     import xarray as xr
 
+    if num_samples is None:
+        num_samples = int(getattr(fit, "num_draws", 200))
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     model = fit.model

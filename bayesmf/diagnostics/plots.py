@@ -49,6 +49,9 @@ def _save(fig: Figure, path: str | Path | None) -> None:
 def plot_elbo(fit: Any, ax: Axes | None = None, path: str | Path | None = None) -> Figure:
     """ELBO per rating by epoch, with the validation RMSE on a twin axis when recorded.
 
+    Epochs of a KL warm-up (``fit_svi(kl_warmup=...)``), whose objective is the annealed
+    ELBO, are shaded.
+
     Parameters
     ----------
     fit : VariationalFit
@@ -88,6 +91,12 @@ def plot_elbo(fit: Any, ax: Axes | None = None, path: str | Path | None = None) 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("ELBO per rating", color="C0")
     ax.grid(alpha=0.3)
+    warm = np.asarray(history.get("kl_weight", []) or [], dtype=float)
+    if warm.size and (warm < 1).any():  # the annealed ELBO is not the ELBO: mark those epochs
+        end = int(np.argmax(warm >= 1)) + 1 if (warm >= 1).any() else warm.size
+        ax.axvspan(0.5, end + 0.5, color="0.9", zorder=0)
+        ax.text(0.5 + end / 2, 0.02, "KL warm-up", transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=8, color="0.4")
     val = np.asarray(history.get("val_rmse", []) or [], dtype=float)
     if val.size:
         every = int((getattr(fit, "settings", {}) or {}).get("eval_every", 1) or 1)

@@ -8,8 +8,19 @@ name; reach the module with ``from bayesmf.inference.als import ...`` or
 from __future__ import annotations
 
 from .als import MAPFactors, als
+from .gibbs import SampleFit, fit_gibbs
 from .guides import MeanFieldGuide
 from .sgd import sgd_mf
 from .svi import VariationalFit, fit_svi, load
 
-__all__ = ["MAPFactors", "MeanFieldGuide", "VariationalFit", "als", "fit_svi", "load", "sgd_mf"]
+__all__ = [
+    "MAPFactors",
+    "MeanFieldGuide",
+    "SampleFit",
+    "VariationalFit",
+    "als",
+    "fit_gibbs",
+    "fit_svi",
+    "load",
+    "sgd_mf",
+]

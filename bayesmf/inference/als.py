@@ -282,22 +282,19 @@ def _chunk_size(chunk_size: int | None, dim: int) -> int:
     return chunk_size
 
 
-def _solve_side(
+def _gram(
     target: torch.Tensor,
     other: torch.Tensor,
     y: torch.Tensor,
     feats: torch.Tensor,
     n_target: int,
-    lam: torch.Tensor,
-    prior: torch.Tensor,
-    has_data: torch.Tensor,
     chunk: int,
-) -> torch.Tensor:
-    """Solve all ``(sum_m f_m f_m^T + diag(lam_n)) theta_n = sum_m y_nm f_m + lam_n * prior_n``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-target Gram matrices ``sum_m f_m f_m^T`` ``(n_target, D, D)`` and right-hand
+    sides ``sum_m y_nm f_m`` ``(n_target, D)`` of a least-squares side update.
 
-    ``target``/``other`` are the rating indices on the side being solved and on
-    the fixed side, ``feats`` the fixed side's (augmented) factors ``(n_other, D)``
-    and ``lam`` the per-target diagonal regularisers ``(n_target, D)``.
+    ``target``/``other`` are the rating indices on the side being solved and on the
+    fixed side, ``feats`` the fixed side's (augmented) factors ``(n_other, D)``.
     """
     dim = feats.shape[1]
     # Accumulate in a flat (n_target, D*D) layout: index_add_ on CPU is far
@@ -316,7 +313,26 @@ def _solve_side(
         outer = torch.mul(f.unsqueeze(2), f.unsqueeze(1), out=obuf[:m])
         flat.index_add_(0, t, outer.view(m, dim * dim))
         rhs.index_add_(0, t, f * y[start : start + chunk, None])
-    gram = flat.view(n_target, dim, dim)
+    return flat.view(n_target, dim, dim), rhs
+
+
+def _solve_side(
+    target: torch.Tensor,
+    other: torch.Tensor,
+    y: torch.Tensor,
+    feats: torch.Tensor,
+    n_target: int,
+    lam: torch.Tensor,
+    prior: torch.Tensor,
+    has_data: torch.Tensor,
+    chunk: int,
+) -> torch.Tensor:
+    """Solve all ``(sum_m f_m f_m^T + diag(lam_n)) theta_n = sum_m y_nm f_m + lam_n * prior_n``.
+
+    ``lam`` holds the per-target diagonal regularisers ``(n_target, D)`` (see :func:`_gram`
+    for the other arguments).
+    """
+    gram, rhs = _gram(target, other, y, feats, n_target, chunk)
     gram.diagonal(dim1=-2, dim2=-1).add_(lam)
     rhs.add_(lam * prior)
     chol, info = torch.linalg.cholesky_ex(gram)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..data.containers import Ratings
 from ..models.base import GaussianFactorModel
 from .guides import MeanFieldGuide
+from .posterior import PosteriorFit
 
 __all__ = ["fit_svi", "VariationalFit", "load"]
 
@@ -39,7 +40,7 @@ def _model_registry() -> dict[str, type[GaussianFactorModel]]:
 
 
 @dataclass
-class VariationalFit:
+class VariationalFit(PosteriorFit):
     """A fitted variational posterior ``q(z)`` of a model.
 
     Attributes
@@ -66,7 +67,8 @@ class VariationalFit:
     settings: dict[str, Any] = field(default_factory=dict)
     fit_seconds: float = 0.0
 
-    # ------------------------------------------------------------- predictions
+    inference_name = "SVI mean-field"
+
     @property
     def elbo_history(self) -> list[float]:
         """ELBO per rating after each epoch."""
@@ -80,79 +82,8 @@ class VariationalFit:
             gen.manual_seed(seed)
         return self.guide.sample_latents(num_samples, generator=gen)
 
-    def _chunks(self, num_samples: int, n: int) -> list[int]:
-        per_draw = max(1, n * max(getattr(self.model, "n_inputs", 1), 1) * 4)
-        size = max(1, min(num_samples, int(5e7 // per_draw)))
-        return [min(size, num_samples - s) for s in range(0, num_samples, size)]
-
-    def _check(self, data: Ratings) -> Ratings:
-        self.model.check_data(data)
-        return data.to(self.model.global_mean.device)
-
-    @torch.no_grad()
-    def predictive_mean_draws(
-        self, data: Ratings, num_samples: int = 100, seed: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draws of the mean ``f(z)`` at the entries of ``data`` and of the noise scale:
-        shapes ``(S, n)`` and ``(S,)``."""
-        data = self._check(data)
-        gen = torch.Generator(device=data.device).manual_seed(seed)
-        means, noises = [], []
-        for s in self._chunks(num_samples, len(data)):
-            z = self.guide.sample_latents(s, generator=gen)
-            means.append(self.model.mean(z, data.rows, data.cols))
-            noises.append(z[self.model.noise_site])
-        return torch.cat(means), torch.cat(noises)
-
-    @torch.no_grad()
-    def predict(
-        self, data: Ratings, num_samples: int = 100, clamp: bool = False, seed: int = 0
-    ) -> torch.Tensor:
-        """Posterior predictive mean at the entries of ``data`` (Monte Carlo over ``q``).
-
-        With ``clamp=True`` the mean is clamped to ``data.scale``.
-        """
-        mu, _ = self.predictive_mean_draws(data, num_samples, seed)
-        pred = mu.mean(0)
-        return data.clamp(pred) if clamp else pred
-
-    @torch.no_grad()
-    def predictive_samples(
-        self, data: Ratings, num_samples: int = 500, seed: int = 0
-    ) -> torch.Tensor:
-        """Draws ``x ~ p(x | z) q(z)`` at the entries of ``data``, shape ``(S, n)``."""
-        mu, noise = self.predictive_mean_draws(data, num_samples, seed)
-        gen = torch.Generator(device=mu.device).manual_seed(seed + 1)
-        return mu + noise[:, None] * torch.randn(mu.shape, generator=gen, device=mu.device)
-
-    @torch.no_grad()
-    def predict_interval(
-        self, data: Ratings, level: float = 0.9, num_samples: int = 500, seed: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Central ``level`` posterior predictive interval ``(lower, upper)`` per entry."""
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {level}")
-        x = self.predictive_samples(data, num_samples, seed)
-        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], device=x.device, dtype=x.dtype)
-        lo, hi = torch.quantile(x, q, dim=0)
-        return lo, hi
-
-    @torch.no_grad()
-    def log_likelihood(self, data: Ratings, num_samples: int = 200, seed: int = 0) -> torch.Tensor:
-        """Pointwise ``log p(x_i | z_s)`` for draws ``z_s ~ q``, shape ``(S, n)``."""
-        data = self._check(data)
-        gen = torch.Generator(device=data.device).manual_seed(seed)
-        out = []
-        for s in self._chunks(num_samples, len(data)):
-            z = self.guide.sample_latents(s, generator=gen)
-            out.append(self.model.log_likelihood(z, data.rows, data.cols, data.values))
-        return torch.cat(out)
-
-    def to_inference_data(self, test: Ratings | None = None, num_samples: int = 200, **kw: Any):
-        """ArviZ ``InferenceData`` of this fit (:func:`bayesmf.diagnostics.to_inference_data`)."""
-        from ..diagnostics.arviz import to_inference_data
-
-        return to_inference_data(self, test=test, num_samples=num_samples, **kw)
+    def _draw(self, num_samples: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.guide.sample_latents(num_samples, generator=generator)
 
     # ------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
@@ -226,6 +157,27 @@ def _diverged(what: str, epoch: int, step: int, last_good: str) -> str:
     )
 
 
+def annealed_loss(
+    elbo: TraceMeanField_ELBO,
+    model: GaussianFactorModel,
+    guide: MeanFieldGuide,
+    data: Ratings,
+    index: torch.Tensor | None = None,
+    kl_weight: float = 1.0,
+) -> torch.Tensor:
+    """Negative ELBO with the KL term weighted: ``-(E_q[log p(x|z)] - kl_weight * KL(q||p))``.
+
+    The guide runs under ``poutine.scale(kl_weight)``; :class:`TraceMeanField_ELBO` scales
+    each site's analytic KL by the guide site's scale, while the likelihood (a model site)
+    keeps its own scale. ``kl_weight = 1`` is the plain negative ELBO.
+    """
+    if not 0 < kl_weight <= 1:
+        raise ValueError(f"kl_weight must be in (0, 1], got {kl_weight}")
+    if kl_weight != 1.0:
+        guide = pyro.poutine.scale(guide, scale=kl_weight)
+    return elbo.differentiable_loss(model.model, guide, data, index)
+
+
 def _train_info(train: Ratings) -> dict[str, Any]:
     return {
         "name": train.name,
@@ -247,6 +199,7 @@ def fit_svi(
     final_lr: float = 0.002,
     num_particles: int = 1,
     clip_norm: float | None = 100.0,
+    kl_warmup: int = 0,
     val: Ratings | None = None,
     patience: int | None = None,
     eval_every: int = 1,
@@ -278,6 +231,15 @@ def fit_svi(
         Monte Carlo samples of ``z`` per ELBO estimate.
     clip_norm : float or None
         Gradient norm clipping.
+    kl_warmup : int
+        Epochs over which the weight of the KL term rises linearly (per step) from
+        ``1 / (kl_warmup * steps_per_epoch)`` to 1 ("deterministic warm-up", Sønderby et
+        al. 2016); 0 switches it off. Mean-field VI of Bayesian neural networks tends to
+        prune every unit at the start, when the KL term dominates a poorly fitted
+        likelihood, and never recovers (:class:`bayesmf.models.BayesianNNMF` on
+        MovieLens collapses to the biases or to the global mean without it). The objective
+        is the true ELBO after the warm-up; ``elbo_history`` records the annealed one and
+        ``history["kl_weight"]`` the weight of each epoch's last step.
     val : Ratings, optional
         Validation ratings: their plug-in RMSE is tracked; with ``patience`` the fit
         stops after that many evaluations without improvement, and the best guide is kept.
@@ -324,6 +286,8 @@ def fit_svi(
         raise TypeError(f"fit_svi fits bayesmf Gaussian factor models, got {type(model).__name__}")
     if epochs < 1 or (batch_size is not None and batch_size < 1) or lr <= 0 or final_lr <= 0:
         raise ValueError("epochs, batch_size, lr and final_lr must be positive")
+    if kl_warmup < 0 or kl_warmup > epochs:
+        raise ValueError(f"kl_warmup must be in [0, epochs={epochs}], got {kl_warmup}")
     if checkpoint is None and (resume or checkpoint_every):
         raise ValueError("resume/checkpoint_every need a checkpoint path")
     if device is not None:
@@ -343,6 +307,7 @@ def fit_svi(
         "final_lr": final_lr,
         "num_particles": num_particles,
         "clip_norm": clip_norm,
+        "kl_warmup": kl_warmup,
         "seed": seed,
         "patience": patience,
         "eval_every": eval_every,
@@ -355,7 +320,9 @@ def fit_svi(
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=(final_lr / lr) ** (1 / epochs))
     gen = torch.Generator().manual_seed(seed)
     elbo = TraceMeanField_ELBO(num_particles=num_particles, max_plate_nesting=1)
-    history: dict[str, list[float]] = {"elbo": [], "lr": []}
+    history: dict[str, list[float]] = {"elbo": [], "lr": [], "kl_weight": []}
+    steps_per_epoch = math.ceil(n / bs)
+    warmup_steps = kl_warmup * steps_per_epoch
     if val is not None:
         history["val_rmse"] = []
     best: dict[str, Any] = {"rmse": math.inf, "epoch": -1, "state": None, "bad": 0}
@@ -406,8 +373,10 @@ def fit_svi(
         total = 0.0
         perm = torch.randperm(n, generator=gen).to(device)
         for step, idx in enumerate(perm.split(bs)):
+            done = epoch * steps_per_epoch + step + 1
+            beta = 1.0 if done >= warmup_steps else done / warmup_steps
             try:
-                loss = elbo.differentiable_loss(model.model, guide, train, idx)
+                loss = annealed_loss(elbo, model, guide, train, idx, beta)
             except ValueError as err:  # Pyro's argument checks catch NaN parameters first
                 if "Expected parameter" not in str(err):
                     raise
@@ -424,6 +393,7 @@ def fit_svi(
             total += loss.item()
         history["elbo"].append(-total / (math.ceil(n / bs) * n))
         history["lr"].append(opt.param_groups[0]["lr"])
+        history["kl_weight"].append(beta)
         sched.step()
         postfix = {"elbo/rating": f"{history['elbo'][-1]:.4f}"}
         if val is not None and (epoch + 1) % eval_every == 0:

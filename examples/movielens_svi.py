@@ -1,0 +1,96 @@
+"""Bayesian neural-network MF with side information (VI(3)+S) on MovieLens-100K, by SVI.
+
+Loads ML-100K from ``--data-dir`` / ``$BAYESMF_DATA_DIR`` / the cache (downloading it from
+GroupLens when allowed), holds out a random 10 % of the ratings, fits
+:class:`bayesmf.models.BayesianNNMF` with three hidden layers of 50 sigmoid units and the 19
+genre flags of each movie appended to its embedding (the "VI(3)+S" model of Kampman &
+Heaukulani 2019) by mean-field SVI with a KL warm-up, then prints
+
+* the test RMSE of the posterior predictive mean (next to the global-mean baseline),
+* the empirical coverage of the central 50 % and 90 % predictive intervals,
+* ``az.summary`` of the hyper-parameters (noise and prior scale of every array),
+* ``az.loo`` on the held-out ratings (PSIS-LOO over the test set's pointwise
+  log-likelihood),
+
+and saves an ELBO-trace PNG and a posterior-predictive-check PNG into ``--out``.
+
+Run::
+
+    .venv/bin/python examples/movielens_svi.py                 # about 1-2 min on 2 cores
+    .venv/bin/python examples/movielens_svi.py --epochs 20     # a quicker, rougher fit
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import arviz as az
+import torch
+
+from bayesmf import data, diagnostics, inference, models
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None, help="folder holding ml-100k/")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--kl-warmup", type=int, default=None, help="default: a third of --epochs")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/movielens_svi", help="folder for the PNGs")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.manual_seed(args.seed)
+
+    R = data.load_movielens("100k", root=args.data_dir).to_ratings()
+    train, test = data.random_split(R, test_fraction=0.1, seed=args.seed)
+    print(f"{R}\ntrain {len(train):,} ratings, test {len(test):,}")
+    genres = train.col_features  # (n_items, 19) one-hot genre flags
+    print(f"side information: {genres.shape[1]} genre flags per movie")
+
+    model = models.BayesianNNMF(
+        R.n_rows,
+        R.n_cols,
+        rank=10,
+        bilinear_dims=60,
+        bilinear_rank=1,
+        hidden=(50, 50, 50),
+        activation="sigmoid",
+        item_features=genres,
+        init_embedding_std=1.0,
+    )
+    warmup = args.kl_warmup if args.kl_warmup is not None else max(1, args.epochs // 3)
+    fit = inference.fit_svi(
+        model, train, epochs=args.epochs, batch_size=10_000, lr=args.lr, final_lr=0.002,
+        kl_warmup=warmup, seed=args.seed,
+    )
+    print(f"fitted in {fit.fit_seconds:.1f} s ({args.epochs} epochs, KL warm-up {warmup})")
+
+    pred = fit.predict(test, clamp=True)
+    baseline = torch.full_like(test.values, float(train.values.mean()))
+    print(f"\ntest RMSE  VI(3)+S {diagnostics.rmse(test.values, pred):.4f}   "
+          f"global mean {diagnostics.rmse(test.values, baseline):.4f}")
+    cover = diagnostics.interval_coverage(fit, test, levels=(0.5, 0.9))
+    print("predictive intervals: " + ", ".join(
+        f"{100 * lv:.0f}% interval covers {100 * c:.1f}% of the test ratings"
+        for lv, c in cover.items()))
+
+    hyper = [s.name for s in model.latent_specs() if s.positive]
+    idata = diagnostics.to_inference_data(fit, test, num_samples=200, include=hyper)
+    print("\nArviZ summary of the hyper-parameters (posterior of each array's prior scale):")
+    print(az.summary(idata, var_names=hyper, kind="stats", round_to=3).to_string())
+    loo = az.loo(idata)
+    print(f"\nPSIS-LOO on the {len(test):,} held-out ratings: elpd {float(loo.elpd_loo):.1f} "
+          f"(se {float(loo.se):.1f}), {float(loo.elpd_loo) / len(test):.4f} per rating")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    diagnostics.plot_elbo(fit, path=out / "elbo.png")
+    diagnostics.plot_ppc(fit, test, path=out / "ppc.png")
+    print(f"\nsaved {out / 'elbo.png'} and {out / 'ppc.png'}")
+
+
+if __name__ == "__main__":
+    main()
