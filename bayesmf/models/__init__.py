@@ -6,6 +6,16 @@ model that can be handed to ``pyro.infer.SVI``, ``Predictive`` or ``MCMC`` direc
 
 from .base import GaussianFactorModel, LatentSpec
 from .bayesian_mf import BayesianMF
+from .deep_mf import DeepMF, DiscreteDeepMF
 from .nnmf import BayesianNNMF
+from .quantizer import SmoothQuantizer
 
-__all__ = ["BayesianMF", "BayesianNNMF", "GaussianFactorModel", "LatentSpec"]
+__all__ = [
+    "BayesianMF",
+    "BayesianNNMF",
+    "DeepMF",
+    "DiscreteDeepMF",
+    "GaussianFactorModel",
+    "LatentSpec",
+    "SmoothQuantizer",
+]
