@@ -27,8 +27,9 @@ DATASETS = (
     "movielens-25m",
     "movielens-latest-small",
     "jester",
+    "nips234",
 )
-MODELS = ("als", "sgd", "bmf", "nnmf")
+MODELS = ("als", "sgd", "bmf", "nnmf", "sbm")
 # Per-model defaults of `bayesmf fit`: the values tuned on a validation split of MovieLens-100K
 # (benchmarks/classical.py); `--reg`/`--reg-bias` override them.
 FIT_DEFAULTS: dict[str, dict[str, float | None]] = {
@@ -36,6 +37,7 @@ FIT_DEFAULTS: dict[str, dict[str, float | None]] = {
     "sgd": {"reg": 0.1, "reg_bias": None},
     "bmf": {},
     "nnmf": {},
+    "sbm": {},
 }
 
 
@@ -205,9 +207,9 @@ def _fit_bayes(args: argparse.Namespace, train):
         train,
         epochs=epochs,
         kl_warmup=warmup,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        final_lr=args.lr / 10,
+        batch_size=10_000 if args.batch_size is None else args.batch_size,
+        lr=0.02 if args.lr is None else args.lr,
+        final_lr=(0.02 if args.lr is None else args.lr) / 10,
         seed=args.seed,
         progress=not args.quiet,
         checkpoint=args.checkpoint,
@@ -216,11 +218,68 @@ def _fit_bayes(args: argparse.Namespace, train):
     )
 
 
+def cmd_fit_network(args: argparse.Namespace) -> int:
+    """``bayesmf fit --model sbm``: a DP stochastic block model on a network."""
+    from bayesmf import data, diagnostics, inference, models
+
+    if args.edges is not None:
+        net = data.load_edge_list(args.edges, sep=args.sep)
+    elif args.dataset == "nips234":
+        net = data.load_nips234(root=args.data_dir, download=not args.offline)
+    else:
+        raise SystemExit("bayesmf fit --model sbm: give --dataset nips234 or --edges FILE.csv")
+    _say(f"{net!r}")
+    train, test = data.holdout_pairs(net, args.test_fraction, seed=args.seed)
+    _say(f"  held out {len(test):,} of {net.n_pairs:,} pairs ({int(test.labels.sum())} links), "
+         f"seed {args.seed}")
+    model = models.DPStochasticBlockModel(
+        net.n_nodes, truncation=args.truncation, degree_correction=args.degree_correction
+    )
+    fit = inference.fit_sbm(
+        model,
+        train,
+        epochs=args.epochs or 300,
+        batch_size=args.batch_size,
+        lr=0.05 if args.lr is None else args.lr,
+        n_restarts=args.restarts,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    pred = fit.predict(test)
+    metrics = {
+        "auc": diagnostics.auc(test.labels, pred),
+        "rmse": diagnostics.rmse(test.labels, pred),
+        "effective_clusters": fit.effective_clusters(),
+        "alpha": fit.alpha,
+        "fit_s": fit.fit_seconds,
+        "n_test": len(test),
+    }
+    _say(f"  SBM (T={args.truncation}, {args.restarts} restarts): fit in {fit.fit_seconds:.1f} s")
+    _say(f"  test AUC {metrics['auc']:.4f}   test RMSE {metrics['rmse']:.4f}")
+    _say(f"  effective number of clusters {metrics['effective_clusters']:.2f}   "
+         f"alpha {metrics['alpha']:.3f}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        fit.save(out / "fit.pt")
+        diagnostics.plot_block_structure(fit, net, path=out / "blocks.png")
+        settings: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "func"}
+        (out / "metrics.json").write_text(
+            json.dumps({"metrics": metrics, "settings": settings}, indent=2, default=str)
+        )
+        _say(f"  wrote {out / 'fit.pt'}, {out / 'blocks.png'} and {out / 'metrics.json'}")
+    return 0
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     import torch
 
     from bayesmf import data, diagnostics
 
+    if args.model == "sbm" or args.dataset == "nips234" or args.edges is not None:
+        if args.model != "sbm":
+            raise SystemExit("bayesmf fit: networks (--dataset nips234, --edges) need --model sbm")
+        return cmd_fit_network(args)
     if args.ratings is None and args.dataset is None:
         raise SystemExit("bayesmf fit: give --dataset NAME or --ratings FILE.csv")
     t0 = time.perf_counter()
@@ -328,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = f.add_argument_group("data")
     src.add_argument("--dataset", choices=DATASETS, help="a public dataset")
     src.add_argument("--ratings", metavar="CSV", help="a ratings table instead of --dataset")
+    src.add_argument(
+        "--edges", metavar="CSV", help="a network as an edge-list CSV (two node columns)"
+    )
     src.add_argument("--user-col", default="user", help="user column of --ratings")
     src.add_argument("--item-col", default="item", help="item column of --ratings")
     src.add_argument("--rating-col", default="rating", help="rating column of --ratings")
@@ -381,9 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="SGD/SVI epochs (default: SGD's own default; 60 for SVI)",
     )
     svi = f.add_argument_group("Bayesian models (bmf, nnmf) fitted by SVI")
-    svi.add_argument("--batch-size", type=int, default=10_000, help="ratings per minibatch")
     svi.add_argument(
-        "--lr", type=float, default=0.02, help="initial Adam learning rate (decays to a tenth)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="ratings (sbm: pairs) per minibatch (default 10000; sbm: all pairs)",
+    )
+    svi.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="initial Adam learning rate, decays to a tenth (default 0.02; sbm: 0.05)",
     )
     svi.add_argument(
         "--kl-warmup",
@@ -406,6 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         default=None,
         help="checkpoint file, written every epoch; an existing one is resumed",
+    )
+    sbm = f.add_argument_group("stochastic block model (sbm) on a network")
+    sbm.add_argument("--truncation", type=int, default=7, help="sbm: maximum number of clusters")
+    sbm.add_argument("--restarts", type=int, default=3, help="sbm: restarts (best ELBO kept)")
+    sbm.add_argument(
+        "--degree-correction", action="store_true", help="sbm: per-node degree effects"
     )
     f.add_argument("--seed", type=int, default=0, help="random seed (split and init)")
     f.add_argument("--out", default=None, help="folder for factors.pt and metrics.json")

@@ -9,7 +9,7 @@ from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, TraceMeanField_E
 from pyro.infer.autoguide import AutoNormal
 
 from bayesmf import data, inference, models
-from bayesmf.diagnostics import coverage, rmse
+from bayesmf.diagnostics import auc, coverage, rmse
 from bayesmf.inference.guides import MeanFieldGuide
 from bayesmf.inference.svi import annealed_loss
 
@@ -244,3 +244,17 @@ def test_models_work_with_pyro_svi_predictive_and_nuts():
     mcmc.run(R)
     assert mcmc.get_samples()["U"].shape == (3, 12, 2)
     pyro.clear_param_store()
+
+
+def test_fit_svi_hands_the_block_model_to_its_own_fitter():
+    net, _ = data.synthetic_network(80, block_sizes=[40, 25, 15], p_in=0.5, p_out=0.03, seed=1)
+    train, test = data.holdout_pairs(net, 0.1, seed=0)
+    fit = inference.fit_svi(
+        models.DPStochasticBlockModel(80, truncation=6), train, epochs=60, lr=0.05,
+        progress=False,
+    )
+    assert isinstance(fit, inference.SBMFit) and len(fit.elbo_history) > 0
+    assert auc(test.labels, fit.predict(test)) > 0.8  # same as fit_sbm itself (0.84)
+    assert abs(fit.effective_clusters() - 3) <= 1
+    with pytest.raises(ValueError, match="kl_warmup"):
+        inference.fit_svi(models.DPStochasticBlockModel(80), train, epochs=4, kl_warmup=2)

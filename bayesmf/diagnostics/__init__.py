@@ -7,6 +7,7 @@ matplotlib are imported only when these functions run, so ``import bayesmf`` sta
 """
 
 from .arviz import to_inference_data
+from .blocks import plot_block_structure
 from .metrics import auc, coverage, mae, mse, rmse
 from .plots import plot_elbo, plot_ppc
 from .vi import PSISResult, interval_coverage, pareto_khat
@@ -23,4 +24,5 @@ __all__ = [
     "interval_coverage",
     "plot_elbo",
     "plot_ppc",
+    "plot_block_structure",
 ]

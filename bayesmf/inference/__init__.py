@@ -1,4 +1,5 @@
-"""How models are fitted: MAP solvers (ALS, SGD), SVI, unrolled MAP, meta-training, MCMC.
+"""How models are fitted: MAP solvers (ALS, SGD), SVI, Gibbs sampling, the SBM's mean-field
+VI, unrolled MAP and meta-training, and the deep MF fitter.
 
 Note that the function ``bayesmf.inference.als`` shadows the module of the same
 name; reach the module with ``from bayesmf.inference.als import ...`` or
@@ -11,19 +12,30 @@ from .als import MAPFactors, als
 from .deep_mf_fit import DeepMFFit, fit_deep_mf
 from .gibbs import SampleFit, fit_gibbs
 from .guides import MeanFieldGuide
+from .meta_train import MetaTrainResult, evaluate_episodes, meta_train
+from .sbm import SBMFit, fit_sbm, load_sbm
 from .sgd import sgd_mf
 from .svi import VariationalFit, fit_svi, load
+from .unrolled import map_objective, unrolled_map
 
 __all__ = [
     "DeepMFFit",
     "MAPFactors",
     "MeanFieldGuide",
+    "MetaTrainResult",
+    "SBMFit",
     "SampleFit",
     "VariationalFit",
     "als",
+    "evaluate_episodes",
     "fit_deep_mf",
     "fit_gibbs",
+    "fit_sbm",
     "fit_svi",
     "load",
+    "load_sbm",
+    "map_objective",
+    "meta_train",
     "sgd_mf",
+    "unrolled_map",
 ]

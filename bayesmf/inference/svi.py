@@ -216,10 +216,14 @@ def fit_svi(
 
     Parameters
     ----------
-    model : GaussianFactorModel
+    model : GaussianFactorModel or DPStochasticBlockModel
         E.g. :class:`bayesmf.models.BayesianMF` or :class:`bayesmf.models.BayesianNNMF`.
-    train : Ratings
-        Training ratings of the model's shape.
+        A :class:`bayesmf.models.DPStochasticBlockModel` is handed to
+        :func:`bayesmf.inference.fit_sbm` (with ``epochs``, ``batch_size``, ``lr``,
+        ``final_lr``, ``num_particles``, ``val``, ``seed``, ``device``, ``progress``), which
+        returns an :class:`~bayesmf.inference.SBMFit`.
+    train : Ratings or Network
+        Training ratings of the model's shape (a network for the block model).
     epochs : int
         Passes over the training ratings.
     batch_size : int or None
@@ -282,8 +286,25 @@ def fit_svi(
     >>> fit.predict(R).shape
     torch.Size([720])
     """
+    from ..models.sbm import DPStochasticBlockModel
+
+    if isinstance(model, DPStochasticBlockModel):  # its own schedule: closed-form q(Z) steps
+        from .sbm import fit_sbm
+
+        if kl_warmup or checkpoint is not None or resume or stop_after is not None:
+            raise ValueError(
+                "kl_warmup/checkpoint/resume/stop_after are not supported for the block model"
+            )
+        return fit_sbm(  # type: ignore[return-value]
+            model, train, epochs=epochs, batch_size=batch_size, lr=lr, final_lr=final_lr,
+            num_particles=num_particles, val=val, seed=seed, device=device, progress=progress,
+        )
     if not isinstance(model, GaussianFactorModel):
-        raise TypeError(f"fit_svi fits bayesmf Gaussian factor models, got {type(model).__name__}")
+        raise TypeError(
+            f"fit_svi fits bayesmf Gaussian factor models and the DP block model, got "
+            f"{type(model).__name__} (DeepMF: inference.fit_deep_mf; MetaPriorMF: "
+            "inference.meta_train)"
+        )
     if epochs < 1 or (batch_size is not None and batch_size < 1) or lr <= 0 or final_lr <= 0:
         raise ValueError("epochs, batch_size, lr and final_lr must be positive")
     if kl_warmup < 0 or kl_warmup > epochs:
