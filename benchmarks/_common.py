@@ -240,3 +240,12 @@ def write_results(
     md_path.write_text("\n".join(md))
     logger.info("wrote %s and %s", json_path, md_path)
     return json_path, md_path
+
+
+def default_data_dir() -> str | None:
+    """``$BAYESMF_DATA_DIR``, else ``../shared/data`` beside the repository if it exists."""
+    env = os.environ.get("BAYESMF_DATA_DIR")
+    if env:
+        return env
+    shared = REPO.parent / "shared" / "data"
+    return str(shared) if shared.is_dir() else None

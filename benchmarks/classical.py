@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, machine_info, summarize, write_results  # noqa: E402
+from _common import default_data_dir, machine_info, summarize, write_results  # noqa: E402
 
 from bayesmf.data import Ratings, load_movielens, random_split  # noqa: E402
 from bayesmf.diagnostics.metrics import mae, rmse  # noqa: E402
@@ -165,18 +164,10 @@ def _default(func: Callable[..., Any], arg: str) -> Any:
     return inspect.signature(func).parameters[arg].default
 
 
-def _default_data_dir() -> str | None:
-    env = os.environ.get("BAYESMF_DATA_DIR")
-    if env:
-        return env
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one split and smaller grids")
-    parser.add_argument("--data-dir", default=_default_data_dir(),
+    parser.add_argument("--data-dir", default=default_data_dir(),
                         help="folder holding ml-100k/ "
                         "(default $BAYESMF_DATA_DIR or ../shared/data)")
     parser.add_argument("--rank", type=int, default=10, help="latent dimension of ALS and SGD")

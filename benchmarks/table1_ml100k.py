@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -53,7 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, machine_info, mean_std, write_results  # noqa: E402
+from _common import REPO, default_data_dir, machine_info, mean_std, write_results  # noqa: E402
 
 from bayesmf import inference, models  # noqa: E402
 from bayesmf.data import DatasetNotFoundError, Ratings, load_movielens, random_split  # noqa: E402
@@ -138,14 +137,6 @@ TUNING_NOTES = {
 
 
 # --------------------------------------------------------------------------- fitting
-
-
-def _default_data_dir() -> str | None:
-    env = os.environ.get("BAYESMF_DATA_DIR")
-    if env:
-        return env
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
 
 
 def _fit_svi_accepts(name: str) -> bool:
@@ -307,9 +298,9 @@ def _merge(path: Path, results: dict[str, Any], settings: dict[str, Any]
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"split 0 only, {QUICK_EPOCH_FRACTION:.0%} of the epochs; "
+                        help=f"split 0 only, {QUICK_EPOCH_FRACTION * 100:.0f}%% of the epochs; "
                         "writes table1_ml100k_quick.*")
-    parser.add_argument("--data-dir", default=_default_data_dir(),
+    parser.add_argument("--data-dir", default=default_data_dir(),
                         help="folder holding ml-100k/ (and ml-1m/); default "
                         "$BAYESMF_DATA_DIR or ../shared/data")
     parser.add_argument("--models", default=",".join(ALL_MODELS),

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -52,7 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, machine_info, summarize, write_results  # noqa: E402
+from _common import REPO, default_data_dir, machine_info, summarize, write_results  # noqa: E402
 from classical import SVDPredictor  # noqa: E402
 
 from bayesmf import inference, models  # noqa: E402
@@ -164,20 +163,12 @@ def tune(
     return {k: best[k] for k in grid[0]}, table
 
 
-def _default_data_dir() -> str | None:
-    env = os.environ.get("BAYESMF_DATA_DIR")
-    if env:
-        return env
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one split, short fits")
     parser.add_argument(
         "--data-dir",
-        default=_default_data_dir(),
+        default=default_data_dir(),
         help="folder holding nips234/ (default $BAYESMF_DATA_DIR or ../shared/data)",
     )
     parser.add_argument(

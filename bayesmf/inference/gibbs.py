@@ -257,10 +257,27 @@ def fit_gibbs(
     U, V = randn(N, K), randn(M, K)
     b = torch.zeros(N, dtype=f64, device=device)
     c = torch.zeros(M, dtype=f64, device=device)
-    ones_n = torch.ones(N, 1, dtype=f64, device=device)
-    ones_m = torch.ones(M, 1, dtype=f64, device=device)
     D = K + int(bias)
     chunk = max(1, _GRAM_BUDGET // (D * D))
+
+    def side(
+        target: torch.Tensor, other: torch.Tensor, n_target: int, fixed: torch.Tensor,
+        fixed_bias: torch.Tensor, other_bias: torch.Tensor, scale: torch.Tensor,
+        bias_scale: torch.Tensor | None, noise_prec: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw one side's ``[factor, bias]`` given the other side's factors and biases."""
+        if bias:
+            feats = torch.cat([fixed, torch.ones(len(fixed), 1, dtype=f64, device=device)], 1)
+            y = x - other_bias[other]
+        else:
+            feats, y = fixed, x
+        gram, rhs = _gram(target, other, y, feats, n_target, chunk)
+        prior = torch.full((D,), float(1 / scale**2), dtype=f64, device=device)
+        if bias_scale is not None:
+            prior[K] = 1 / bias_scale**2
+        theta = _sample_side(gram, rhs, prior, noise_prec, gen)
+        return theta[:, :K], (theta[:, K] if bias else fixed_bias)
+
     kept: dict[str, list[torch.Tensor]] = {h: [] for h in hyper} | {a: [] for a in arrays}
     history: dict[str, list[float]] = {"noise": [], "train_rmse": [], "accept": []}
     total = warmup + num_samples * thin
@@ -269,28 +286,9 @@ def fit_gibbs(
     for sweep in bar:
         s = torch.exp(t)
         noise_prec = 1 / s[-1] ** 2
-        # users: [u_n, b_n] | V, c
-        feats = torch.cat([V, ones_m], 1) if bias else V
-        y = x - c[cols] if bias else x
-        gram, rhs = _gram(rows, cols, y, feats, N, chunk)
-        prior = torch.cat([1 / s[0] ** 2 * torch.ones(K, dtype=f64, device=device)]
-                          + ([1 / s[2] ** 2 * torch.ones(1, dtype=f64, device=device)]
-                             if bias else []))
-        theta = _sample_side(gram, rhs, prior, noise_prec, gen)
-        U = theta[:, :K]
-        if bias:
-            b = theta[:, K]
-        # items: [v_m, c_m] | U, b
-        feats = torch.cat([U, ones_n], 1) if bias else U
-        y = x - b[rows] if bias else x
-        gram, rhs = _gram(cols, rows, y, feats, M, chunk)
-        prior = torch.cat([1 / s[1] ** 2 * torch.ones(K, dtype=f64, device=device)]
-                          + ([1 / s[3] ** 2 * torch.ones(1, dtype=f64, device=device)]
-                             if bias else []))
-        theta = _sample_side(gram, rhs, prior, noise_prec, gen)
-        V = theta[:, :K]
-        if bias:
-            c = theta[:, K]
+        # users [u_n, b_n] | V, c; then items [v_m, c_m] | U, b
+        U, b = side(rows, cols, N, V, b, c, s[0], s[2] if bias else None, noise_prec)
+        V, c = side(cols, rows, M, U, c, b, s[1], s[3] if bias else None, noise_prec)
         # hyper-parameters | arrays, residuals
         resid = x - (U[rows] * V[cols]).sum(-1)
         if bias:
