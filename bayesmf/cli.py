@@ -29,13 +29,14 @@ DATASETS = (
     "jester",
     "nips234",
 )
-MODELS = ("als", "sgd", "bmf", "nnmf", "sbm")
+MODELS = ("als", "sgd", "bmf", "gibbs", "nnmf", "sbm")
 # Per-model defaults of `bayesmf fit`: the values tuned on a validation split of MovieLens-100K
 # (benchmarks/classical.py); `--reg`/`--reg-bias` override them.
 FIT_DEFAULTS: dict[str, dict[str, float | None]] = {
     "als": {"reg": 15.0, "reg_bias": 5.0},
     "sgd": {"reg": 0.1, "reg_bias": None},
     "bmf": {},
+    "gibbs": {},
     "nnmf": {},
     "sbm": {},
 }
@@ -181,10 +182,16 @@ def _fit_map(args: argparse.Namespace, train):
 def _fit_bayes(args: argparse.Namespace, train):
     from bayesmf import inference, models
 
-    if args.model == "bmf":
+    if args.model in ("bmf", "gibbs"):
         model = models.BayesianMF(
-            train.n_rows, train.n_cols, rank=args.rank, biases=not args.no_biases
+            train.n_rows, train.n_cols, rank=args.rank, biases=not args.no_biases,
+            ard=args.ard, factor_means=args.ard,
         )
+        if args.model == "gibbs":
+            return inference.fit_gibbs(
+                model, train, num_samples=args.samples, warmup=args.warmup, seed=args.seed,
+                progress=not args.quiet,
+            )
     else:
         hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
         feats = train.col_features if args.side_info else None
@@ -324,7 +331,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        if args.model in ("bmf", "nnmf"):
+        if args.model in ("bmf", "gibbs", "nnmf"):
             fit.save(out / "fit.pt")
             saved = out / "fit.pt"
         else:
@@ -442,7 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="SGD/SVI epochs (default: SGD's own default; 60 for SVI)",
     )
-    svi = f.add_argument_group("Bayesian models (bmf, nnmf) fitted by SVI")
+    svi = f.add_argument_group("Bayesian models: bmf, nnmf by SVI; gibbs (BayesianMF) by Gibbs")
+    svi.add_argument(
+        "--ard",
+        action="store_true",
+        help="bmf/gibbs: one prior scale per factor and latent factor means (the prior of a "
+        "Bayesian FM; best on MovieLens with --model gibbs)",
+    )
+    svi.add_argument("--samples", type=int, default=150, help="gibbs: draws kept")
+    svi.add_argument("--warmup", type=int, default=50, help="gibbs: burn-in sweeps")
     svi.add_argument(
         "--batch-size",
         type=int,

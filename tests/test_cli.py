@@ -112,6 +112,26 @@ def test_fit_nnmf_on_user_csv_saves_a_loadable_fit(tmp_path, capsys):
     assert fit.settings["kl_warmup"] == 20 and len(fit.elbo_history) == 80
 
 
+def test_fit_gibbs_with_ard_on_user_csv(tmp_path, capsys):
+    from bayesmf import inference
+
+    rng = np.random.default_rng(2)
+    n_u, n_i = 60, 40
+    mean = 3 + rng.normal(size=(n_u, 2)) @ rng.normal(size=(2, n_i))
+    u, i = np.nonzero(rng.random((n_u, n_i)) < 0.6)
+    df = pd.DataFrame({"user": u, "item": i, "rating": mean[u, i] + 0.2 * rng.normal(size=u.size)})
+    path = tmp_path / "r.csv"
+    df.to_csv(path, index=False)
+    args = ["fit", "--ratings", str(path), "--model", "gibbs", "--ard", "--rank", "3",
+            "--samples", "60", "--warmup", "30", "--quiet", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert _number(r"test RMSE ([\d.]+)", out) < 0.5 * df["rating"].std()
+    assert 0.8 <= _number(r"90% interval coverage ([\d.]+)", out) <= 1.0
+    fit = inference.load(tmp_path / "run" / "fit.pt")
+    assert isinstance(fit, inference.SampleFit) and fit.draws["scale_U"].shape == (60, 3)
+
+
 def test_fit_needs_a_source():
     with pytest.raises(SystemExit):
         main(["fit", "--model", "als"])

@@ -104,3 +104,39 @@ def test_gibbs_refuses_models_it_cannot_sample(synthetic_fit):
         inference.fit_gibbs(models.BayesianNNMF(150, 100, rank=2, bilinear_dims=2), train)
     with pytest.raises(ValueError, match="num_samples"):
         inference.fit_gibbs(models.BayesianMF(150, 100), train, num_samples=0)
+
+
+def test_ard_and_factor_means_run_under_gibbs_svi_and_arviz():
+    az = pytest.importorskip("arviz")
+    R, truth = data.synthetic_ratings(n_rows=120, n_cols=90, rank=3, density=0.5, noise=0.3,
+                                      seed=2)
+    train, test = data.random_split(R, test_fraction=0.2, seed=0)
+
+    def model():
+        return models.BayesianMF(120, 90, rank=3, ard=True, factor_means=True)
+
+    fit = inference.fit_gibbs(model(), train, num_samples=100, warmup=50, progress=False)
+    assert fit.draws["scale_U"].shape == (100, 3) and fit.draws["mean_V"].shape == (100, 3)
+    oracle = diagnostics.rmse(test.values, truth.expected(test.rows, test.cols))
+    assert diagnostics.rmse(test.values, fit.predict(test)) < 1.12 * oracle
+    assert float(fit.draws["noise"].mean()) == pytest.approx(0.3, rel=0.1)
+    # the same model by SVI: vector-valued hyper-parameters in the mean-field guide
+    svi = inference.fit_svi(model(), train, epochs=150, batch_size=None, lr=0.05,
+                            progress=False)
+    assert svi.guide.posterior_mean()["scale_V"].shape == (3,)
+    assert diagnostics.rmse(test.values, svi.predict(test)) < 1.12 * oracle
+    for f in (fit, svi):
+        idata = f.to_inference_data(test, num_samples=50)
+        assert idata.posterior["scale_U"].dims == ("chain", "draw", "factor")
+        assert idata.posterior["mean_U"].dims == ("chain", "draw", "factor")
+        assert math.isfinite(float(az.waic(idata).elpd_waic))
+
+
+def test_sample_fit_save_load_round_trip(synthetic_fit, tmp_path):
+    fit, _, test, _ = synthetic_fit
+    path = fit.save(tmp_path / "gibbs.pt")
+    back = inference.load(path)
+    assert isinstance(back, inference.SampleFit) and back.inference_name == "Gibbs"
+    assert torch.equal(back.predict(test), fit.predict(test))
+    for k, v in fit.draws.items():
+        assert torch.equal(back.draws[k], v), k

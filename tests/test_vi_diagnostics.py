@@ -58,8 +58,9 @@ def tiny(single_thread):
         models.BayesianMF(7, 5, rank=2),
         models.BayesianMF(7, 5, rank=3, biases=False),
         models.BayesianNNMF(7, 5, rank=2, bilinear_dims=3, hidden=(4,)),
+        models.BayesianMF(7, 5, rank=3, ard=True, factor_means=True),
     ],
-    ids=["mf", "mf-nobias", "nnmf"],
+    ids=["mf", "mf-nobias", "nnmf", "mf-ard-means"],
 )
 def test_log_prior_matches_the_pyro_model_trace(model):
     R, _ = data.synthetic_ratings(n_rows=7, n_cols=5, rank=2, density=0.6, seed=1)

@@ -32,7 +32,7 @@ import pyro.distributions as dist
 import torch
 
 from ..data.containers import Ratings
-from ..models.base import GaussianFactorModel
+from ..models.base import GaussianFactorModel, prior_normal_params
 from .metrics import coverage
 
 __all__ = ["PSISResult", "pareto_khat", "log_prior", "log_joint", "psislw", "interval_coverage"]
@@ -81,7 +81,8 @@ def log_prior(model: GaussianFactorModel, z: dict[str, torch.Tensor]) -> torch.T
     """Log prior density of latent values, summed over every latent site of ``model``.
 
     Positive sites have ``LogNormal(prior_loc, prior_scale)`` priors; real arrays have
-    independent ``Normal(0, z[prior_scale])`` entries (or a fixed numeric scale). The
+    independent ``Normal(prior mean, prior scale)`` entries (latent or fixed, see
+    :func:`bayesmf.models.base.prior_normal_params`). The
     values may carry leading sample dimensions; the result has those dimensions
     (``()`` for a single draw) and dtype float64.
 
@@ -106,22 +107,19 @@ def log_prior(model: GaussianFactorModel, z: dict[str, torch.Tensor]) -> torch.T
     torch.Size([3])
     """
     total: torch.Tensor | float = 0.0
-    for spec in model.latent_specs():
+    specs = model.latent_specs()
+    shapes = {s.name: tuple(s.shape) for s in specs}
+    for spec in specs:
         x = z[spec.name]
         batch = x.shape[: x.dim() - len(spec.shape)]
         if spec.positive:
             loc = torch.tensor(float(spec.prior_loc), dtype=x.dtype, device=x.device)
             scale = torch.tensor(float(spec.prior_scale), dtype=x.dtype, device=x.device)
-            lp = dist.LogNormal(loc, scale).log_prob(x).double()
+            lp = dist.LogNormal(loc, scale).log_prob(x)
         else:
-            if isinstance(spec.prior_scale, str):
-                s = z[spec.prior_scale]
-                s = s.reshape(s.shape + (1,) * len(spec.shape))
-            else:
-                s = torch.tensor(float(spec.prior_scale), dtype=x.dtype, device=x.device)
-            lp = dist.Normal(torch.zeros((), dtype=x.dtype, device=x.device), s).log_prob(x)
-            lp = lp.double().reshape(*batch, -1).sum(-1)
-        total = total + lp
+            mean, s = prior_normal_params(spec, z, x.device, shapes)
+            lp = dist.Normal(mean.to(x.dtype), s.to(x.dtype)).log_prob(x)
+        total = total + lp.double().reshape(*batch, -1).sum(-1)
     assert isinstance(total, torch.Tensor)
     return total
 

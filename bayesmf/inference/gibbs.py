@@ -22,6 +22,7 @@ with the predictive API of a variational fit (``predict``, ``predict_interval``,
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -35,7 +36,7 @@ from ..data.containers import Ratings
 from ..models.bayesian_mf import BayesianMF
 from .als import _GRAM_BUDGET, _gram
 from .posterior import PosteriorFit
-from .svi import _train_info
+from .svi import _model_registry, _plain, _train_info
 
 __all__ = ["SampleFit", "fit_gibbs"]
 
@@ -89,6 +90,37 @@ class SampleFit(PosteriorFit):
         """Kept draws (all of them by default); see :meth:`_draw`."""
         return self._draw(num_samples or self.num_draws, torch.Generator())
 
+    def state(self) -> dict[str, Any]:
+        """Everything needed to rebuild the fit (tensors and plain values)."""
+        return {
+            "format": "bayesmf.SampleFit/1",
+            "model_class": type(self.model).__name__,
+            "model_config": self.model.config(),
+            "global_mean": float(self.model.global_mean),
+            "draws": {k: v.detach().cpu() for k, v in self.draws.items()},
+            "history": self.history,
+            "train_info": self.train_info,
+            "settings": {k: v for k, v in self.settings.items() if _plain(v)},
+            "fit_seconds": self.fit_seconds,
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: dict[str, Any], device: str | torch.device | None = None
+    ) -> SampleFit:
+        """Rebuild a fit from :meth:`state`."""
+        if state.get("format") != "bayesmf.SampleFit/1":
+            raise ValueError("not a bayesmf SampleFit checkpoint")
+        model = _model_registry()[state["model_class"]](
+            **state["model_config"], global_mean=state["global_mean"]
+        )
+        draws = dict(state["draws"])
+        if device is not None:
+            model.to(device)
+            draws = {k: v.to(device) for k, v in draws.items()}
+        return cls(model, draws, state["history"], state["train_info"], state["settings"],
+                   state["fit_seconds"])
+
     def predict(
         self, data: Ratings, num_samples: int | None = None, clamp: bool = False, seed: int = 0
     ) -> torch.Tensor:
@@ -102,16 +134,21 @@ def _sample_side(
     prior_prec: torch.Tensor,
     noise_prec: torch.Tensor,
     generator: torch.Generator,
+    prior_mean: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One draw of every ``theta_n ~ N(Lambda_n^{-1} b_n, Lambda_n^{-1})`` with
-    ``Lambda_n = noise_prec * gram_n + diag(prior_prec)`` and ``b_n = noise_prec * rhs_n``.
+    ``Lambda_n = noise_prec * gram_n + diag(prior_prec)`` and
+    ``b_n = noise_prec * rhs_n + prior_prec * prior_mean``.
 
     Rows without ratings (zero Gram matrix) are drawn from the prior.
     """
     prec = noise_prec * gram
     prec.diagonal(dim1=-2, dim2=-1).add_(prior_prec)
     chol = torch.linalg.cholesky(prec)
-    mean = torch.cholesky_solve((noise_prec * rhs).unsqueeze(-1), chol).squeeze(-1)
+    b = noise_prec * rhs
+    if prior_mean is not None:
+        b = b + prior_prec * prior_mean
+    mean = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
     eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
     # L^{-T} eps has covariance L^{-T} L^{-1} = Lambda^{-1}
     dev = torch.linalg.solve_triangular(chol.mT, eps.unsqueeze(-1), upper=True).squeeze(-1)
@@ -239,46 +276,62 @@ def fit_gibbs(
     x = train.values.to(f64) - float(model.global_mean)
     bias = model.biases
     specs = {s.name: s for s in model.latent_specs()}
-    # the positive sites, in a fixed order; noise last
     arrays = ["U", "V"] + (["row_bias", "col_bias"] if bias else [])
-    hyper = [specs[a].prior_scale for a in arrays] + [model.noise_site]
-    m = torch.tensor([float(specs[h].prior_loc) for h in hyper], dtype=f64, device=device)
-    v = torch.tensor([float(specs[h].prior_scale) ** 2 for h in hyper], dtype=f64, device=device)
-    t = torch.tensor(
-        [math.log(specs[h].init_loc) for h in hyper[:-1]] + [0.0], dtype=f64, device=device
-    )
-    sizes = torch.tensor(
-        [math.prod(specs[a].shape) for a in arrays] + [len(train)], dtype=f64, device=device
-    )
+    scale_of = {a: str(specs[a].prior_scale) for a in arrays}
+    mean_of = {a: specs[a].prior_mean for a in ("U", "V") if isinstance(specs[a].prior_mean, str)}
+    # every positive site (the prior scales, then the noise) as one vector of log-scales
+    hyper = [scale_of[a] for a in arrays] + [model.noise_site]
+    numel = [math.prod(specs[h].shape) for h in hyper]
+    offsets = [0, *itertools.accumulate(numel)]
+
+    def per_entry(values: list[float]) -> torch.Tensor:
+        return torch.cat([torch.full((k,), val, dtype=f64, device=device)
+                          for k, val in zip(numel, values, strict=True)])
+
+    m = per_entry([float(specs[h].prior_loc) for h in hyper])
+    v = per_entry([float(specs[h].prior_scale) ** 2 for h in hyper])
+    t = per_entry([math.log(specs[h].init_loc) for h in hyper[:-1]] + [0.0])
+
+    def scale(h: str, s: torch.Tensor) -> torch.Tensor:
+        i = hyper.index(h)
+        return s[offsets[i] : offsets[i + 1]].reshape(specs[h].shape)
 
     def randn(*shape: int) -> torch.Tensor:
         return init_std * torch.randn(shape, generator=gen, dtype=f64, device=device)
 
-    U, V = randn(N, K), randn(M, K)
-    b = torch.zeros(N, dtype=f64, device=device)
-    c = torch.zeros(M, dtype=f64, device=device)
+    z: dict[str, torch.Tensor] = {"U": randn(N, K), "V": randn(M, K)}
+    zeros = torch.zeros(K, dtype=f64, device=device)
+    for mname in mean_of.values():
+        z[mname] = zeros.clone()
+    if bias:
+        z["row_bias"] = torch.zeros(N, dtype=f64, device=device)
+        z["col_bias"] = torch.zeros(M, dtype=f64, device=device)
     D = K + int(bias)
     chunk = max(1, _GRAM_BUDGET // (D * D))
 
     def side(
-        target: torch.Tensor, other: torch.Tensor, n_target: int, fixed: torch.Tensor,
-        fixed_bias: torch.Tensor, other_bias: torch.Tensor, scale: torch.Tensor,
-        bias_scale: torch.Tensor | None, noise_prec: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        factor: str, bias_name: str, target: torch.Tensor, other: torch.Tensor, n_target: int,
+        fixed: torch.Tensor, other_bias: torch.Tensor | None, s: torch.Tensor,
+        noise_prec: torch.Tensor,
+    ) -> None:
         """Draw one side's ``[factor, bias]`` given the other side's factors and biases."""
-        if bias:
+        if other_bias is not None:
             feats = torch.cat([fixed, torch.ones(len(fixed), 1, dtype=f64, device=device)], 1)
             y = x - other_bias[other]
         else:
             feats, y = fixed, x
         gram, rhs = _gram(target, other, y, feats, n_target, chunk)
-        prior = torch.full((D,), float(1 / scale**2), dtype=f64, device=device)
-        if bias_scale is not None:
-            prior[K] = 1 / bias_scale**2
-        theta = _sample_side(gram, rhs, prior, noise_prec, gen)
-        return theta[:, :K], (theta[:, K] if bias else fixed_bias)
+        prec = [(1 / scale(scale_of[factor], s) ** 2).expand(K)]
+        mean = [z[mean_of[factor]] if factor in mean_of else zeros]
+        if bias:
+            prec.append((1 / scale(scale_of[bias_name], s) ** 2).reshape(1))
+            mean.append(zeros[:1])
+        theta = _sample_side(gram, rhs, torch.cat(prec), noise_prec, gen, torch.cat(mean))
+        z[factor] = theta[:, :K]
+        if bias:
+            z[bias_name] = theta[:, K]
 
-    kept: dict[str, list[torch.Tensor]] = {h: [] for h in hyper} | {a: [] for a in arrays}
+    kept: dict[str, list[torch.Tensor]] = {k: [] for k in (*hyper, *mean_of.values(), *arrays)}
     history: dict[str, list[float]] = {"noise": [], "train_rmse": [], "accept": []}
     total = warmup + num_samples * thin
     t0 = time.perf_counter()
@@ -287,28 +340,44 @@ def fit_gibbs(
         s = torch.exp(t)
         noise_prec = 1 / s[-1] ** 2
         # users [u_n, b_n] | V, c; then items [v_m, c_m] | U, b
-        U, b = side(rows, cols, N, V, b, c, s[0], s[2] if bias else None, noise_prec)
-        V, c = side(cols, rows, M, U, c, b, s[1], s[3] if bias else None, noise_prec)
-        # hyper-parameters | arrays, residuals
-        resid = x - (U[rows] * V[cols]).sum(-1)
+        side("U", "row_bias", rows, cols, N, z["V"], z.get("col_bias"), s, noise_prec)
+        side("V", "col_bias", cols, rows, M, z["U"], z.get("row_bias"), s, noise_prec)
+        # factor means | factors, scales: Normal(0, prior_scale^2) prior, conjugate
+        for a, mname in mean_of.items():
+            prec0 = 1 / float(specs[mname].prior_scale) ** 2
+            lam = (1 / scale(scale_of[a], s) ** 2).expand(K)
+            post_prec = prec0 + len(z[a]) * lam
+            post_mean = lam * z[a].sum(0) / post_prec
+            eps = torch.randn(K, generator=gen, dtype=f64, device=device)
+            z[mname] = post_mean + eps / post_prec.sqrt()
+        # scales | arrays (and means), noise | residuals
+        resid = x - (z["U"][rows] * z["V"][cols]).sum(-1)
         if bias:
-            resid = resid - b[rows] - c[cols]
-        ss = torch.stack(
-            [(U**2).sum(), (V**2).sum()]
-            + ([(b**2).sum(), (c**2).sum()] if bias else [])
-            + [(resid**2).sum()]
-        )
-        t, accept = _sample_log_scales(t, sizes, ss, m, v, gen)
+            resid = resid - z["row_bias"][rows] - z["col_bias"][cols]
+        sizes, ss = [], []
+        for a in arrays:
+            dev = z[a] - z[mean_of[a]] if a in mean_of else z[a]
+            if specs[scale_of[a]].shape == ():
+                sizes.append(torch.tensor([float(dev.numel())], dtype=f64, device=device))
+                ss.append((dev**2).sum().reshape(1))
+            else:  # one scale per trailing index (ARD)
+                sizes.append(torch.full((dev.shape[-1],), float(dev.shape[0]), dtype=f64,
+                                        device=device))
+                ss.append((dev**2).sum(0))
+        sizes.append(torch.tensor([float(len(x))], dtype=f64, device=device))
+        ss.append((resid**2).sum().reshape(1))
+        t, accept = _sample_log_scales(t, torch.cat(sizes), torch.cat(ss), m, v, gen)
         rmse = float((resid**2).mean().sqrt())
         history["noise"].append(float(torch.exp(t[-1])))
         history["train_rmse"].append(rmse)
         history["accept"].append(float(accept.double().mean()))
         bar.set_postfix(noise=f"{history['noise'][-1]:.4f}", train_rmse=f"{rmse:.4f}")
         if sweep >= warmup and (sweep - warmup) % thin == 0:
-            for h, val in zip(hyper, torch.exp(t), strict=True):
-                kept[h].append(val.float())
-            for a, val in zip(arrays, [U, V, b, c], strict=False):
-                kept[a].append(val.float())
+            s = torch.exp(t)
+            for h in hyper:
+                kept[h].append(scale(h, s).float())
+            for k in (*mean_of.values(), *arrays):
+                kept[k].append(z[k].float())
     bar.close()
     seconds = time.perf_counter() - t0
     draws = {k: torch.stack(vs) for k, vs in kept.items()}

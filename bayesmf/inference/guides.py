@@ -60,7 +60,7 @@ class MeanFieldGuide(nn.Module):
         self.raw_scales = nn.ParameterDict()
         for spec in self.specs:
             if spec.positive:
-                loc = torch.tensor(math.log(spec.init_loc))
+                loc = torch.full(spec.shape, math.log(spec.init_loc))
                 s = spec.init_scale
             else:
                 loc = spec.init_loc * torch.randn(spec.shape, generator=gen)
@@ -76,7 +76,7 @@ class MeanFieldGuide(nn.Module):
     def distribution(self, spec: LatentSpec) -> dist.Distribution:
         loc, scale = self.locs[spec.name], self.scale(spec.name)
         if spec.positive:
-            return dist.LogNormal(loc, scale)
+            return dist.LogNormal(loc, scale).to_event(len(spec.shape))
         return dist.Normal(loc, scale).to_event(len(spec.shape))
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:

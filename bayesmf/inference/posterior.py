@@ -9,6 +9,7 @@ supplies ``model``, ``train_info``, ``settings`` and :meth:`_draw`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +29,18 @@ class PosteriorFit(ABC):
     settings: dict[str, Any]
     #: how the posterior was approximated (recorded in the ArviZ attributes)
     inference_name: str = "posterior"
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Everything needed to rebuild the fit, as tensors and plain Python values."""
+
+    def save(self, path: str | Path) -> Path:
+        """Save to ``path`` (a ``torch.save`` file loadable with ``weights_only=True``;
+        read it back with :func:`bayesmf.inference.load`)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state(), path)
+        return path
 
     @abstractmethod
     def _draw(self, num_samples: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -100,13 +100,6 @@ class VariationalFit(PosteriorFit):
             "fit_seconds": self.fit_seconds,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Save to ``path`` (a ``torch.save`` file loadable with ``weights_only=True``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state(), path)
-        return path
-
     @classmethod
     def from_state(
         cls, state: dict[str, Any], device: str | torch.device | None = None
@@ -136,9 +129,14 @@ def _plain(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool, type(None), list, tuple))
 
 
-def load(path: str | Path, device: str | torch.device | None = None) -> VariationalFit:
-    """Load a fit saved by :meth:`VariationalFit.save` (safely: ``weights_only=True``)."""
+def load(path: str | Path, device: str | torch.device | None = None) -> PosteriorFit:
+    """Load a fit saved by ``save`` (safely: ``weights_only=True``): a
+    :class:`VariationalFit` or a :class:`~bayesmf.inference.SampleFit`."""
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if str(state.get("format", "")).startswith("bayesmf.SampleFit"):
+        from .gibbs import SampleFit
+
+        return SampleFit.from_state(state, device=device)
     return VariationalFit.from_state(state, device=device)
 
 

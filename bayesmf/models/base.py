@@ -4,7 +4,8 @@ A model lists its latent arrays (:class:`LatentSpec`) and a vectorized mean func
 ``mean(z, rows, cols)``; this base class turns them into a Pyro ``model`` with
 
 * a LogNormal hyper-prior on each array-specific prior scale and on the noise scale,
-* independent ``Normal(0, scale_a)`` priors on every entry of array ``a``,
+* independent ``Normal(mean_a, scale_a)`` priors on every entry of array ``a`` (``mean_a``
+  zero or a latent vector, ``scale_a`` one scale or one per trailing index: ARD),
 * a Gaussian likelihood over a plate of the observed ratings that supports
   subsampling (minibatches) with the exact ELBO scaling.
 
@@ -29,7 +30,7 @@ from pyro.nn import PyroModule
 
 from ..data.containers import Ratings
 
-__all__ = ["LatentSpec", "GaussianFactorModel"]
+__all__ = ["LatentSpec", "GaussianFactorModel", "prior_normal_params"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,13 @@ class LatentSpec:
     positive : bool
         A positive hyper-parameter (LogNormal prior and guide) rather than a real array.
     prior_scale : str or float
-        For real arrays, the name of the positive site that is its prior scale.
-        For positive sites, the scale of the LogNormal hyper-prior.
+        For real arrays, the name of the positive site that is its prior scale, or a
+        fixed number. For positive sites, the scale of the LogNormal hyper-prior. A scale
+        site may be a vector: its shape then matches the array's trailing dimensions
+        (e.g. one scale per factor, ``(K,)`` for a ``(N, K)`` array: ARD).
+    prior_mean : str or float
+        For real arrays, the name of the real site that is its prior mean (shaped like the
+        array's trailing dimensions, e.g. ``(K,)``), or a fixed number (default 0).
     prior_loc : float
         For positive sites, the location of the LogNormal hyper-prior (log scale).
     dims : tuple of str
@@ -63,9 +69,42 @@ class LatentSpec:
     positive: bool = False
     prior_scale: str | float = 1.0
     prior_loc: float = 0.0
+    prior_mean: str | float = 0.0
     dims: tuple[str, ...] = ()
     init_loc: float = 0.1
     init_scale: float = 0.05
+
+
+def _align(p: torch.Tensor, param_shape: tuple[int, ...], array_dims: int) -> torch.Tensor:
+    """Reshape a prior parameter ``(*S, *param_shape)`` to broadcast against an array value
+    ``(*S, *shape)`` with ``len(shape) == array_dims``: its event dims align with the
+    array's trailing ones."""
+    batch = p.shape[: p.dim() - len(param_shape)]
+    return p.reshape(*batch, *([1] * (array_dims - len(param_shape))), *param_shape)
+
+
+def prior_normal_params(
+    spec: LatentSpec,
+    z: dict[str, torch.Tensor],
+    device: torch.device | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and scale of a real array's Normal prior, broadcastable against its value.
+
+    ``z`` holds the values of the sites named by ``spec.prior_mean``/``spec.prior_scale``,
+    possibly with leading sample dimensions ``S``; the results then have shape
+    ``(*S, 1, ..., *param_shape)``. ``shapes`` maps site names to their event shapes
+    (default: the trailing dims of the value, assuming no sample dimensions).
+    """
+    out = []
+    for ref in (spec.prior_mean, spec.prior_scale):
+        if isinstance(ref, str):
+            value = z[ref]
+            shape = shapes[ref] if shapes is not None else tuple(value.shape)
+            out.append(_align(value, shape, len(spec.shape)))
+        else:
+            out.append(torch.tensor(float(ref), device=device))
+    return out[0], out[1]
 
 
 class _AbstractPyroModuleMeta(type(PyroModule), ABCMeta):  # type: ignore[misc]
@@ -139,12 +178,12 @@ class GaussianFactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
             if spec.positive:
                 loc = torch.tensor(float(spec.prior_loc), device=device)
                 scale = torch.tensor(float(spec.prior_scale), device=device)
-                z[spec.name] = pyro.sample(spec.name, dist.LogNormal(loc, scale))
+                prior = dist.LogNormal(loc, scale).expand(spec.shape).to_event(len(spec.shape))
             else:
-                s = z[spec.prior_scale] if isinstance(spec.prior_scale, str) else spec.prior_scale
-                zero = torch.zeros(spec.shape, device=device)
-                prior = dist.Normal(zero, s).to_event(len(spec.shape))
-                z[spec.name] = pyro.sample(spec.name, prior)
+                mean, s = prior_normal_params(spec, z, device)
+                prior = dist.Normal(mean.expand(spec.shape), s.expand(spec.shape))
+                prior = prior.to_event(len(spec.shape))
+            z[spec.name] = pyro.sample(spec.name, prior)
         return z
 
     def model(

@@ -32,6 +32,15 @@ class BayesianMF(GaussianFactorModel):
         Number of latent factors ``K``.
     biases : bool
         Include row and column biases ``b_n``, ``c_m`` (the global mean is a fixed offset).
+    ard : bool
+        One prior scale per factor (automatic relevance determination): ``scale_U`` and
+        ``scale_V`` have shape ``(K,)`` instead of ``()``.
+    factor_means : bool
+        Latent prior means ``mean_U``, ``mean_V`` of shape ``(K,)`` (``Normal(0, 1)``
+        priors): ``u_n ~ N(mean_U, diag(scale_U^2))``. With ``ard`` this is the prior of
+        Bayesian PMF with diagonal precisions and of a Bayesian factorization machine on
+        one-hot user/item features (Rendle's libFM, myFM); on MovieLens-100K both help
+        the Gibbs sampler (``benchmarks/table1_ml100k.py``).
     global_mean : float, optional
         Offset ``mu``; by default the mean of the training ratings (set when fitting).
 
@@ -54,12 +63,16 @@ class BayesianMF(GaussianFactorModel):
         rank: int = 10,
         biases: bool = True,
         global_mean: float | None = None,
+        ard: bool = False,
+        factor_means: bool = False,
     ) -> None:
         super().__init__(n_rows, n_cols, global_mean)
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
         self.rank = int(rank)
         self.biases = bool(biases)
+        self.ard = bool(ard)
+        self.factor_means = bool(factor_means)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -67,23 +80,35 @@ class BayesianMF(GaussianFactorModel):
             "n_cols": self.n_cols,
             "rank": self.rank,
             "biases": self.biases,
+            "ard": self.ard,
+            "factor_means": self.factor_means,
         }
 
     def latent_specs(self) -> list[LatentSpec]:
         K = self.rank
+        shape, dims = ((K,), ("factor",)) if self.ard else ((), ())
         specs = [
             LatentSpec("noise", (), positive=True, init_loc=1.0),
-            LatentSpec("scale_U", (), positive=True, init_loc=0.5),
-            LatentSpec("scale_V", (), positive=True, init_loc=0.5),
+            LatentSpec("scale_U", shape, positive=True, init_loc=0.5, dims=dims),
+            LatentSpec("scale_V", shape, positive=True, init_loc=0.5, dims=dims),
         ]
         if self.biases:
             specs += [
                 LatentSpec("scale_row_bias", (), positive=True, init_loc=0.3),
                 LatentSpec("scale_col_bias", (), positive=True, init_loc=0.3),
             ]
+        means: dict[str, str | float] = {"U": 0.0, "V": 0.0}
+        if self.factor_means:
+            specs += [
+                LatentSpec(f"mean_{a}", (K,), prior_scale=1.0, dims=("factor",), init_loc=0.0)
+                for a in ("U", "V")
+            ]
+            means = {"U": "mean_U", "V": "mean_V"}
         specs += [
-            LatentSpec("U", (self.n_rows, K), prior_scale="scale_U", dims=("user", "factor")),
-            LatentSpec("V", (self.n_cols, K), prior_scale="scale_V", dims=("item", "factor")),
+            LatentSpec("U", (self.n_rows, K), prior_scale="scale_U", prior_mean=means["U"],
+                       dims=("user", "factor")),
+            LatentSpec("V", (self.n_cols, K), prior_scale="scale_V", prior_mean=means["V"],
+                       dims=("item", "factor")),
         ]
         if self.biases:
             specs += [
