@@ -8,14 +8,21 @@ Protocol
   units per branch, ``d = 64``), Adam lr 1e-3, batch 4096, up to ``--epochs`` epochs
   with the epoch chosen by validation RMSE (patience 4). Test entries are never used.
   The grid and its validation RMSEs are recorded under ``settings.tuning``.
+* **DMF-D tuning** (``--parts tune_dmfd``): for the paper-objective DMF-D (MSE on the
+  quantized output + ``gamma ||W||^2 + gamma_2 ||b - b~||^2``), a grid (``DMFD_GRID``) of
+  the network's fine-tuning lr, the ``lambda`` schedule and ``gamma_2`` on the 5 %
+  validation parts of splits ``DMFD_TUNE_SPLITS``; chosen by the mean validation MAE of
+  the hard predictions (the Table 2 test entries are never used). Stored under
+  ``settings.dmfd_tuning_<data>`` and used by Table 2.
 * **Table 2** (``--parts table2``, discrete matrix completion): ``--runs`` random 75/5/20
   splits (seeds 0..), DMF fitted with the tuned options (epoch chosen on the 5 %);
-  reported on the 20 %: DMF (continuous), **DMF-round** (DMF rounded to 1..5) and two
-  DMF-D fine-tunings warm-started from that DMF, with the smooth quantizer's ``lambda``
-  rising geometrically 2 -> 200 over ``--dmfd-epochs`` and the epoch chosen by validation
-  MAE of the hard predictions: **DMF-D** (the paper's MSE objective; network and
-  boundaries trained jointly) and **DMF-D-L1** (mean absolute error, network practically
-  frozen: learned thresholds on the DMF output). DMF-D predictions are the
+  reported on the 20 %: DMF (continuous), **DMF-round** (DMF rounded to 1..5) and three
+  DMF-D fine-tunings warm-started from that DMF, the smooth quantizer's ``lambda`` rising
+  geometrically over ``--dmfd-epochs`` and the epoch chosen by validation MAE of the hard
+  predictions: **DMF-D** (the paper's MSE objective with the tuned options),
+  **DMF-D-joint** (the same objective, network fine-tuned at lr 1e-4, lambda 2 -> 200)
+  and **DMF-D-L1** (mean absolute error, network practically frozen: learned thresholds
+  on the DMF output; not the paper's objective). DMF-D predictions are the
   ``lambda -> inf`` (hard) quantizer, i.e. exactly one of 1..5.
 * **Table 1** (``--parts table1``, extendability): ``holdout_rows_cols`` holds out 10 %
   of the rows and 10 % of the columns (``--ext-seeds`` seeds); area I (known x known) is
@@ -33,6 +40,7 @@ Usage::
 
     python benchmarks/dmf.py --threads 1                  # all parts, writes results/dmf.*
     python benchmarks/dmf.py --parts table2 --threads 1   # one part; merges into dmf.json
+    python benchmarks/dmf.py --parts tune_dmfd,table2 --threads 1  # DMF-D grid, then Table 2
     python benchmarks/dmf.py --quick                      # smoke run (results/dmf_quick.*)
 """
 
@@ -40,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -51,7 +58,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, summarize, write_results  # noqa: E402
+from _common import REPO, default_data_dir, summarize, write_results  # noqa: E402
 
 from bayesmf.data import Ratings, holdout_rows_cols, load_movielens, random_split  # noqa: E402
 from bayesmf.diagnostics.metrics import mae, rmse  # noqa: E402
@@ -63,15 +70,32 @@ ARCH = {"hidden": (256,), "latent_dim": 64, "activation": "relu"}
 FIT = {"batch_size": 4096, "lr": 1e-3, "patience": 4}
 GAMMAS = [3e-4, 1e-3, 3e-3]
 EXCLUDE = [False, True]
-# DMF-D fine-tuning from the DMF's weights. "DMF-D": the paper's MSE objective, network
-# and boundaries jointly; "DMF-D-L1": mean absolute error (targets the median level) with
-# the network practically frozen (lr 1e-6), i.e. learned thresholds on the DMF output.
+# DMF-D fine-tuning from the DMF's weights, the lambda of the smooth quantizer rising
+# geometrically over the epochs and the epoch chosen by validation MAE of the hard output.
+# "DMF-D": the paper's objective (MSE on G_{lambda,b}(output) + gamma ||W||^2 +
+# gamma_2 ||b - b~||^2); its network lr, lambda schedule and gamma_2 are chosen by
+# ``--parts tune_dmfd`` (DMFD_GRID, validation MAE of splits DMFD_TUNE_SPLITS) and stored in
+# settings["dmfd_tuning_<data>"]; the values below are the fallback. "DMF-D-joint": the same
+# objective with the network fine-tuned at lr 1e-4 (the earlier setting, kept for
+# comparison). "DMF-D-L1": mean absolute error instead of MSE (targets the median level;
+# a departure from the paper) with the network practically frozen (lr 1e-6).
 DMFD = {
-    "DMF-D": {"loss": "mse", "lr": 1e-4, "boundary_lr": 1e-2},
-    "DMF-D-L1": {"loss": "l1", "lr": 1e-6, "boundary_lr": 1e-2},
+    "DMF-D": {"loss": "mse", "lr": 1e-6, "boundary_lr": 1e-2, "lam_schedule": (2.0, 200.0),
+              "gamma_b": 1e-3},
+    "DMF-D-joint": {"loss": "mse", "lr": 1e-4, "boundary_lr": 1e-2,
+                    "lam_schedule": (2.0, 200.0), "gamma_b": 1e-3},
+    "DMF-D-L1": {"loss": "l1", "lr": 1e-6, "boundary_lr": 1e-2, "lam_schedule": (2.0, 200.0),
+                 "gamma_b": 1e-3},
 }
-DMFD_COMMON = {"lam_schedule": (2.0, 200.0), "gamma_b": 1e-3, "batch_size": 4096,
-               "monitor": "mae"}
+DMFD_COMMON = {"batch_size": 4096, "monitor": "mae"}
+DMFD_GRID = {"lr": [1e-6, 1e-5], "lam_schedule": [(2.0, 200.0), (10.0, 1000.0)],
+             "gamma_b": [1e-4, 1e-3, 1e-2]}
+DMFD_TUNE_SPLITS = [0, 1]
+# Explored by hand before the grid (validation MAE of split 0, DMF + rounding 0.6704), all
+# with the MSE objective: DMF-D trained from scratch with lambda 10 -> 1000 over 25 epochs
+# 0.6684; network lr 1e-4 with lambda 10 -> 1000 / 20 -> 2000 / 1 -> 1000 (20 epochs,
+# boundary lr 3e-2) 0.666 / 0.669 / 0.675 (best at epoch 1-4, then the network drifts);
+# network lr 3e-4: 0.671. A practically frozen network (lr 1e-6) was best, hence the grid.
 PAPER = {
     "table2_ML1M": {"DMF-D": {"rmse": 0.898, "mae": 0.625}, "RankK": {"rmse": 0.944, "mae": 0.656},
                     "OptSpace": {"rmse": 0.940, "mae": 0.665},
@@ -80,14 +104,6 @@ PAPER = {
 }
 TARGETS = {"ML100K": "DMF area_I rmse <= 0.93; DMF-D mae < DMF-round mae (same splits)",
            "ML1M": "at least the paper's numbers"}
-
-
-def _default_data_dir() -> str | None:
-    env = os.environ.get("BAYESMF_DATA_DIR")
-    if env:
-        return env
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
 
 
 def _dmf(R: Ratings, gamma: float, seed: int) -> DeepMF:
@@ -103,15 +119,25 @@ def _fit_dmf(train: Ratings, val: Ratings, cfg: dict[str, Any], epochs: int,
 
 
 def _fit_dmfd(dmf: DeepMFFit, train: Ratings, val: Ratings, cfg: dict[str, Any], epochs: int,
-              seed: int, variant: str) -> DeepMFFit:
+              seed: int, opts: dict[str, Any]) -> DeepMFFit:
     m = dmf.model
     d = DiscreteDeepMF(m.n_rows, m.n_cols, scale=m.scale, gamma=m.gamma,
-                       gamma_b=DMFD_COMMON["gamma_b"], **ARCH)
+                       gamma_b=opts["gamma_b"], **ARCH)
     d.load_state_dict(m.state_dict(), strict=False)  # warm start: the DMF's network
     return fit_deep_mf(d, train, val=val, epochs=epochs, exclude_targets=cfg["exclude"],
-                       lam_schedule=DMFD_COMMON["lam_schedule"],
+                       lam_schedule=tuple(opts["lam_schedule"]), loss=opts["loss"],
+                       lr=opts["lr"], boundary_lr=opts["boundary_lr"],
                        batch_size=DMFD_COMMON["batch_size"], monitor=DMFD_COMMON["monitor"],
-                       patience=FIT["patience"], seed=seed, **DMFD[variant])
+                       patience=FIT["patience"], seed=seed)
+
+
+def _dmfd_variants(settings: dict[str, Any], label: str) -> dict[str, dict[str, Any]]:
+    """DMFD with "DMF-D" replaced by the tuned options when ``tune_dmfd`` has run."""
+    out = {k: dict(v) for k, v in DMFD.items()}
+    best = settings.get(f"dmfd_tuning_{label}", {}).get("best")
+    if best:
+        out["DMF-D"].update(best)
+    return out
 
 
 def _scores(y: torch.Tensor, p: torch.Tensor) -> dict[str, float]:
@@ -138,13 +164,43 @@ def tune(R: Ratings, epochs: int, gammas: list[float], excl: list[bool]) -> dict
             "grid": table, "on": "split seed 0: 75% train / 5% validation"}
 
 
+def tune_dmfd(R: Ratings, cfg: dict[str, Any], splits: list[int], epochs: int,
+              dmfd_epochs: int) -> dict[str, Any]:
+    """Grid over DMFD_GRID for the paper-objective DMF-D on the 5 % validation parts of
+    ``splits`` (test entries unused); chosen by the mean validation MAE (hard output)."""
+    combos = [{"lr": lr, "lam_schedule": list(lam), "gamma_b": gb}
+              for lr in DMFD_GRID["lr"] for lam in DMFD_GRID["lam_schedule"]
+              for gb in DMFD_GRID["gamma_b"]]
+    rows: list[dict[str, Any]] = [{**c, "val_mae": []} for c in combos]
+    rounding = []
+    for s in splits:
+        train, val, _ = random_split(R, 0.2, val_fraction=0.05, seed=s)
+        fit = _fit_dmf(train, val, cfg, epochs, seed=s)
+        rounding.append(mae(val.values, fit.predict(val, discrete="round")))
+        for row, c in zip(rows, combos, strict=True):
+            opts = {**DMFD["DMF-D"], **c}
+            fitd = _fit_dmfd(fit, train, val, cfg, dmfd_epochs, seed=s, opts=opts)
+            row["val_mae"].append(min(fitd.history["val_mae"]))
+            print(f"  tune DMF-D split {s} {c}: val MAE {row['val_mae'][-1]:.4f} "
+                  f"(round {rounding[-1]:.4f}, epoch {fitd.best_epoch})", flush=True)
+    for row in rows:
+        row["mean_val_mae"] = round(float(np.mean(row["val_mae"])), 5)
+        row["val_mae"] = [round(v, 5) for v in row["val_mae"]]
+    best = min(rows, key=lambda r: r["mean_val_mae"])
+    return {"best": {k: best[k] for k in ("lr", "lam_schedule", "gamma_b")}, "grid": rows,
+            "round_val_mae": [round(v, 5) for v in rounding],
+            "fixed": {k: DMFD["DMF-D"][k] for k in ("loss", "boundary_lr")},
+            "on": f"validation (5 %) of splits {splits}; mean val MAE of the hard output"}
+
+
 def table2(R: Ratings, cfg: dict[str, Any], run_ids: list[int], epochs: int, dmfd_epochs: int,
-           stored: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+           stored: dict[str, Any], variants: dict[str, dict[str, Any]]
+           ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Runs ``run_ids`` (split seeds); ``stored`` (per-run metrics of earlier invocations,
     by seed) is updated and everything in it is summarised."""
     for s in run_ids:
         per: dict[str, list[dict[str, float]]] = {"DMF": [], "DMF-round": [], "mean": [],
-                                                  **{v: [] for v in DMFD}}
+                                                  **{v: [] for v in variants}}
         train, val, test = random_split(R, 0.2, val_fraction=0.05, seed=s)
         y = test.values
         fit = _fit_dmf(train, val, cfg, epochs, seed=s)
@@ -154,8 +210,8 @@ def table2(R: Ratings, cfg: dict[str, Any], run_ids: list[int], epochs: int, dmf
         per["DMF-round"].append(rnd_s)
         msg = (f"  split {s}: DMF {dmf_s['rmse']:.4f}/{dmf_s['mae']:.4f}  round "
                f"{rnd_s['rmse']:.4f}/{rnd_s['mae']:.4f} ({fit.fit_seconds:.0f}s)")
-        for variant in DMFD:
-            fitd = _fit_dmfd(fit, train, val, cfg, dmfd_epochs, seed=s, variant=variant)
+        for variant, opts in variants.items():
+            fitd = _fit_dmfd(fit, train, val, cfg, dmfd_epochs, seed=s, opts=opts)
             pd = fitd.predict(test, discrete="hard")
             d_s = _scores(y, pd)
             assert bool(torch.all(pd == torch.round(pd))), "DMF-D off the rating levels"
@@ -171,9 +227,11 @@ def table2(R: Ratings, cfg: dict[str, Any], run_ids: list[int], epochs: int, dmf
     seeds = sorted(stored, key=int)
     per = {k: [stored[s][k] for s in seeds] for k in stored[seeds[0]]}
     res = {k: summarize(v) for k, v in per.items()}
-    extra = {f"{v}_mae_below_round_every_split": all(
-        d["mae"] < r["mae"] for d, r in zip(per[v], per["DMF-round"], strict=True))
-        for v in DMFD}
+    extra: dict[str, Any] = {}
+    for v in variants:
+        wins = [d["mae"] < r["mae"] for d, r in zip(per[v], per["DMF-round"], strict=True)]
+        extra[f"{v}_mae_below_round_splits"] = f"{sum(wins)}/{len(wins)}"
+        extra[f"{v}_mae_below_round_every_split"] = all(wins)
     return res, extra
 
 
@@ -235,10 +293,10 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 split, few epochs")
-    parser.add_argument("--data-dir", default=_default_data_dir())
+    parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--parts", default="tune,table2,table1",
-                        help="comma-separated subset of tune,table2,table1")
+                        help="comma-separated subset of tune,tune_dmfd,table2,table1")
     parser.add_argument("--runs", type=int, default=5, help="Table 2 splits")
     parser.add_argument("--first-run", type=int, default=0,
                         help="seed of the first Table 2 split (runs of earlier invocations "
@@ -263,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings: dict[str, Any] = prev.get("settings", {})
     settings.update({
         "architecture": ARCH, "fit": FIT, "max_epochs": epochs,
-        "dmfd": DMFD, "dmfd_common": DMFD_COMMON,
+        "dmfd_common": DMFD_COMMON, "dmfd_grid": DMFD_GRID,
         "dmfd_epochs": dmfd_epochs, "table2_runs": runs, "table1_seeds": seeds,
         "table2_split": "random_split(test 0.2, val 0.05), seeds 0..runs-1",
         "table1_split": "holdout_rows_cols(0.1, 0.1, seed); area I split 85/5/10 "
@@ -285,12 +343,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             g, ex = (GAMMAS[1:2], [True]) if args.quick else (GAMMAS, EXCLUDE)
             settings[tkey] = tune(R, epochs, g, ex)
         cfg = settings.get(tkey, {}).get("best", {"gamma": 1e-3, "exclude": True})
+        if "tune_dmfd" in parts:
+            t0 = time.perf_counter()
+            splits = DMFD_TUNE_SPLITS[:1] if args.quick else DMFD_TUNE_SPLITS
+            settings[f"dmfd_tuning_{label}"] = tune_dmfd(R, cfg, splits, epochs, dmfd_epochs)
+            settings[f"dmfd_tuning_{label}"]["wall_s"] = time.perf_counter() - t0
+        variants = _dmfd_variants(settings, label)
+        settings["dmfd"] = variants
         if "table2" in parts:
             t0 = time.perf_counter()
             stored = settings.setdefault(f"table2_per_run_{label}", {})
             ids = list(range(args.first_run, args.first_run + runs))
-            t2, extra = table2(R, cfg, ids, epochs, dmfd_epochs, stored)
-            for k in ("DMF-round", "mean", *DMFD):
+            t2, extra = table2(R, cfg, ids, epochs, dmfd_epochs, stored, variants)
+            for k in ("DMF-round", "mean", *variants):
                 res[k] = t2[k]
             res["DMF_table2"] = t2["DMF"]
             settings[f"table2_{label}"] = {**extra, "config": cfg, "n_runs": len(stored),
@@ -328,8 +393,11 @@ def _markdown(results: dict[str, Any], settings: dict[str, Any], name: str) -> s
             n = int(res["DMF-D"].get("n_runs", 0))
             lines += [f"### Table 2: discrete MC, 75/5/20 random splits ({n} runs, test 20 %)",
                       "", "| model | RMSE | MAE | fit s |", "|---|---|---|---|"]
-            for k, lab in (("DMF-D", "DMF-D (MSE, joint fine-tune; hard quantizer)"),
-                           ("DMF-D-L1", "DMF-D-L1 (L1, learned thresholds; hard quantizer)"),
+            for k, lab in (("DMF-D", "DMF-D (paper MSE objective, tuned; hard quantizer)"),
+                           ("DMF-D-joint", "DMF-D-joint (paper MSE objective, network lr "
+                            "1e-4; hard quantizer)"),
+                           ("DMF-D-L1", "DMF-D-L1 (L1 loss, not the paper's; learned "
+                            "thresholds; hard quantizer)"),
                            ("DMF-round", "DMF + rounding"),
                            ("DMF_table2", "DMF (continuous)"), ("mean", "global mean")):
                 if k in res:
@@ -338,6 +406,12 @@ def _markdown(results: dict[str, Any], settings: dict[str, Any], name: str) -> s
             lines += ["| paper ML-1M DMF-D | 0.898 | 0.625 | |",
                       "| paper ML-1M RankK / OptSpace / ODMC | 0.944 / 0.940 / 0.937 | "
                       "0.656 / 0.665 / 0.658 | |", ""]
+            t2 = settings.get(f"table2_{label}", {})
+            wins = [f"{k[:-len('_mae_below_round_splits')]} {v}" for k, v in t2.items()
+                    if k.endswith("_mae_below_round_splits")]
+            if wins:
+                lines += ["Splits on which the MAE is below DMF + rounding's (same split): "
+                          + ", ".join(wins), ""]
         if "DMF" in res:
             n = int(res["DMF"].get("n_runs", 0))
             lines += [f"### Table 1: extendability, 10 % new rows and columns ({n} seed(s)), RMSE",
@@ -352,6 +426,14 @@ def _markdown(results: dict[str, Any], settings: dict[str, Any], name: str) -> s
             if "fit_s" in res["DMF"]:
                 lines += [f"DMF fit time (area I): {_fmt(res['DMF'], 'fit_s')} s", ""]
     for key, t in settings.items():
+        if key.startswith("dmfd_tuning_"):
+            lines += [f"### {key} ({t['on']}); chosen: {t['best']}; DMF + rounding val MAE "
+                      f"{t['round_val_mae']}", "",
+                      "| network lr | lambda schedule | gamma_2 | val MAE per split | mean |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {r['lr']:g} | {r['lam_schedule']} | {r['gamma_b']:g} | {r['val_mae']} | "
+                      f"{r['mean_val_mae']:.4f} |" for r in t["grid"]]
+            lines.append("")
         if key.startswith("tuning_"):
             lines += [f"### {key} ({t['on']}); chosen: {t['best']}", "",
                       "| gamma | exclude_targets | val RMSE | epoch | fit s |",

@@ -151,7 +151,7 @@ def test_quantizer_penalty_and_validation():
     assert q.uniform_boundaries.tolist() == [1.5, 2.5]
     with torch.no_grad():
         q.boundaries.add_(torch.tensor([0.1, -0.2]))
-    assert float(q.penalty()) == pytest.approx(0.05)
+    assert float(q.penalty().detach()) == pytest.approx(0.05)
     with pytest.raises(ValueError):
         SmoothQuantizer([1.0, 3.0, 2.0])
     with pytest.raises(ValueError):
@@ -276,6 +276,25 @@ def test_discrete_fit_lands_on_levels_and_anneals(data, fitted):
     assert torch.equal(r, torch.round(r))
     with pytest.raises(ValueError):
         fitted.predict(test, discrete="hard")
+
+
+def test_discrete_mse_fine_tune_with_separate_boundary_lr(data, fitted):
+    """The paper's MSE objective with a tiny network lr and a larger boundary lr (the
+    benchmark's tuned DMF-D): the boundaries move, the warm-started network barely does."""
+    train, val, test = data
+    d = DiscreteDeepMF(*train.shape, hidden=(64,), latent_dim=8, gamma=1e-4, gamma_b=1e-3)
+    d.load_state_dict(fitted.model.state_dict(), strict=False)
+    w0 = [w.detach().clone() for w in d.weight_matrices()]
+    fit = fit_deep_mf(d, train, epochs=3, batch_size=1024, lr=1e-6, boundary_lr=1e-2,
+                      lam_schedule=(2.0, 200.0), val=val, monitor="mae", loss="mse")
+    moved = (d.quantizer.boundaries.detach() - d.quantizer.uniform_boundaries).abs().max()
+    assert float(moved) > 1e-3
+    drift = max(float((w.detach() - w_0).abs().max()) for w, w_0 in zip(d.weight_matrices(), w0,
+                                                                 strict=True))
+    assert drift < 1e-4
+    assert fit.settings["loss"] == "mse" and fit.settings["boundary_lr"] == 1e-2
+    p = fit.predict(test, discrete="hard")
+    assert set(p.tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
 
 
 def test_fit_validates_arguments(data):
