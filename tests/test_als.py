@@ -391,3 +391,14 @@ def test_movielens_100k_rmse(data_dir):
     fit = als(train, rank=10, reg_u=10.0, reg_v=10.0, iters=20)
     score = rmse(test.values, fit.predict(test, clamp_to=True))
     assert score <= 0.95, score  # about 0.892 (0.90 after 20 sweeps)
+
+
+def test_reg_is_shorthand_for_equal_row_and_column_regularisation():
+    R, _ = synthetic_ratings(n_rows=40, n_cols=30, rank=2, density=0.5, seed=3)
+    short = als(R, rank=2, reg=2.5, iters=10)
+    long = als(R, rank=2, reg_u=2.5, reg_v=2.5, iters=10)
+    other = als(R, rank=2, iters=10)
+    assert torch.equal(short.U, long.U) and torch.equal(short.V, long.V)
+    assert not torch.allclose(short.U, other.U)
+    with pytest.raises(ValueError, match="reg"):
+        als(R, rank=2, reg=0.0)

@@ -366,6 +366,7 @@ def als(
     reg_v: float = 10.0,
     iters: int = 30,
     *,
+    reg: float | None = None,
     biases: bool = True,
     reg_bias: float | None = None,
     tol: float = 1e-5,
@@ -407,6 +408,8 @@ def als(
         nearly noise-free data.
     iters : int
         Maximum number of sweeps.
+    reg : float, optional
+        Shorthand for ``reg_u = reg_v = reg`` (overrides both).
     biases : bool
         Fit a global mean and row/column biases jointly with the factors. When
         ``False`` the model is plain ``x = u^T v`` (mean 0, no biases).
@@ -472,6 +475,8 @@ def als(
     if not isinstance(ratings, Ratings):
         raise ValueError(f"ratings must be a bayesmf.data.Ratings, got {type(ratings).__name__}")
     rank = _check_rank(rank)
+    if reg is not None:
+        reg_u = reg_v = _check_positive("reg", reg)
     reg_u = _check_positive("reg_u", reg_u)
     reg_v = _check_positive("reg_v", reg_v)
     reg_b_rows = reg_u if reg_bias is None else _check_positive("reg_bias", reg_bias)
