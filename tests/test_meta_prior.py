@@ -251,3 +251,31 @@ def test_posterior_intervals_cover_and_center():
     # the posterior is deterministic given the seed
     post2 = m.posterior(X, B, num_steps=150, num_samples=300, seed=0)
     torch.testing.assert_close(post.mean, post2.mean)
+
+
+def test_calibrated_posterior_covers_on_heldout_synthetic_tasks(tmp_path):
+    """Precision and noise chosen on validation tasks give ~90% coverage on other tasks."""
+    from bayesmf.models.meta_prior import calibrate_posterior
+
+    val = data.EpisodeSampler(_clustered(60, 60, 2), 12, 12, 0.5, batch_size=16).fixed(16)
+    test = data.EpisodeSampler(_clustered(100, 100, 1), 12, 12, 0.5, batch_size=16).fixed(
+        16, seed=1)[0]
+    m = _small_model(rank=2)
+    assert not m.calibrated
+    out = calibrate_posterior(m, val, precisions=(0.3, 1.0, 3.0), noises=(0.5,),
+                              num_steps=40, num_samples=100)
+    assert m.calibrated and len(out["grid"]) >= 4
+    assert float(m.post_precision) == pytest.approx(out["precision"])
+    assert float(m.post_noise) == pytest.approx(out["noise"])
+    post = m.posterior(test.X_train, test.train_mask, num_steps=60, num_samples=200)
+    assert post.noise == pytest.approx(out["noise"])  # the calibrated values are the defaults
+    cov = post.coverage(test.X, test.test_mask)
+    assert 0.8 <= cov <= 0.97, cov
+    # the calibration is saved with the model; models saved without it still load
+    m2 = models.MetaPriorMF.load(m.save(tmp_path / "m.pt"))
+    assert m2.calibrated and float(m2.post_noise) == pytest.approx(out["noise"])
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    for k in ("post_precision", "post_noise"):
+        del blob["state_dict"][k]
+    torch.save(blob, tmp_path / "old.pt")
+    assert not models.MetaPriorMF.load(tmp_path / "old.pt").calibrated

@@ -1,5 +1,5 @@
 """How models are fitted: MAP solvers (ALS, SGD), SVI, Gibbs sampling, the SBM's mean-field
-VI, unrolled MAP and meta-training, and the deep MF fitter.
+VI, unrolled MAP, meta-training and MAML, and the deep MF fitter.
 
 Note that the function ``bayesmf.inference.als`` shadows the module of the same
 name; reach the module with ``from bayesmf.inference.als import ...`` or
@@ -12,6 +12,7 @@ from .als import MAPFactors, als
 from .deep_mf_fit import DeepMFFit, fit_deep_mf
 from .gibbs import SampleFit, fit_gibbs
 from .guides import MeanFieldGuide
+from .maml import MAML, maml_train
 from .meta_train import MetaTrainResult, evaluate_episodes, meta_train
 from .sbm import SBMFit, fit_sbm, load_sbm
 from .sgd import sgd_mf
@@ -20,6 +21,7 @@ from .unrolled import map_objective, unrolled_map
 
 __all__ = [
     "DeepMFFit",
+    "MAML",
     "MAPFactors",
     "MeanFieldGuide",
     "MetaTrainResult",
@@ -34,6 +36,7 @@ __all__ = [
     "fit_svi",
     "load",
     "load_sbm",
+    "maml_train",
     "map_objective",
     "meta_train",
     "sgd_mf",
