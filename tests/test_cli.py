@@ -91,16 +91,22 @@ def test_fit_user_csv(tmp_path, capsys):
     assert _number(r"test RMSE ([\d.]+)", out) < 0.5 * df["stars"].std()
 
 
-def test_fit_nnmf_on_user_csv_saves_a_loadable_fit(tmp_path, capsys):
-    from bayesmf import inference
-
-    rng = np.random.default_rng(1)
+def _rank2_csv(tmp_path, seed: int):
+    """A 60 x 40 rank-2 ratings table (60% observed, noise 0.2) written as a CSV."""
+    rng = np.random.default_rng(seed)
     n_u, n_i = 60, 40
     mean = 3 + rng.normal(size=(n_u, 2)) @ rng.normal(size=(2, n_i))
     u, i = np.nonzero(rng.random((n_u, n_i)) < 0.6)
     df = pd.DataFrame({"user": u, "item": i, "rating": mean[u, i] + 0.2 * rng.normal(size=u.size)})
     path = tmp_path / "r.csv"
     df.to_csv(path, index=False)
+    return df, path
+
+
+def test_fit_nnmf_on_user_csv_saves_a_loadable_fit(tmp_path, capsys):
+    from bayesmf import inference
+
+    df, path = _rank2_csv(tmp_path, seed=1)
     args = ["fit", "--ratings", str(path), "--model", "nnmf", "--rank", "2", "--bilinear-dims",
             "3", "--hidden", "", "--epochs", "80", "--kl-warmup", "20", "--batch-size", "500",
             "--lr", "0.05", "--quiet", "--out", str(tmp_path / "run")]
@@ -115,13 +121,7 @@ def test_fit_nnmf_on_user_csv_saves_a_loadable_fit(tmp_path, capsys):
 def test_fit_gibbs_with_ard_on_user_csv(tmp_path, capsys):
     from bayesmf import inference
 
-    rng = np.random.default_rng(2)
-    n_u, n_i = 60, 40
-    mean = 3 + rng.normal(size=(n_u, 2)) @ rng.normal(size=(2, n_i))
-    u, i = np.nonzero(rng.random((n_u, n_i)) < 0.6)
-    df = pd.DataFrame({"user": u, "item": i, "rating": mean[u, i] + 0.2 * rng.normal(size=u.size)})
-    path = tmp_path / "r.csv"
-    df.to_csv(path, index=False)
+    df, path = _rank2_csv(tmp_path, seed=2)
     args = ["fit", "--ratings", str(path), "--model", "gibbs", "--ard", "--rank", "3",
             "--samples", "60", "--warmup", "30", "--quiet", "--out", str(tmp_path / "run")]
     assert main(args) == 0

@@ -36,7 +36,7 @@ from ..data.containers import Ratings
 from ..models.bayesian_mf import BayesianMF
 from .als import _GRAM_BUDGET, _gram
 from .posterior import PosteriorFit
-from .svi import _model_registry, _plain, _train_info
+from .svi import _train_info
 
 __all__ = ["SampleFit", "fit_gibbs"]
 
@@ -94,14 +94,8 @@ class SampleFit(PosteriorFit):
         """Everything needed to rebuild the fit (tensors and plain values)."""
         return {
             "format": "bayesmf.SampleFit/1",
-            "model_class": type(self.model).__name__,
-            "model_config": self.model.config(),
-            "global_mean": float(self.model.global_mean),
+            **self._common_state(),
             "draws": {k: v.detach().cpu() for k, v in self.draws.items()},
-            "history": self.history,
-            "train_info": self.train_info,
-            "settings": {k: v for k, v in self.settings.items() if _plain(v)},
-            "fit_seconds": self.fit_seconds,
         }
 
     @classmethod
@@ -111,9 +105,7 @@ class SampleFit(PosteriorFit):
         """Rebuild a fit from :meth:`state`."""
         if state.get("format") != "bayesmf.SampleFit/1":
             raise ValueError("not a bayesmf SampleFit checkpoint")
-        model = _model_registry()[state["model_class"]](
-            **state["model_config"], global_mean=state["global_mean"]
-        )
+        model = cls._rebuild_model(state)
         draws = dict(state["draws"])
         if device is not None:
             model.to(device)

@@ -20,6 +20,10 @@ from ..models.base import GaussianFactorModel
 __all__ = ["PosteriorFit"]
 
 
+def _plain(v: Any) -> bool:
+    return isinstance(v, (int, float, str, bool, type(None), list, tuple))
+
+
 class PosteriorFit(ABC):
     """Base class of fitted posteriors (:class:`~bayesmf.inference.VariationalFit`,
     :class:`~bayesmf.inference.SampleFit`)."""
@@ -33,6 +37,28 @@ class PosteriorFit(ABC):
     @abstractmethod
     def state(self) -> dict[str, Any]:
         """Everything needed to rebuild the fit, as tensors and plain Python values."""
+
+    def _common_state(self) -> dict[str, Any]:
+        """The part of :meth:`state` every fit shares: the model and the fit's records."""
+        return {
+            "model_class": type(self.model).__name__,
+            "model_config": self.model.config(),
+            "global_mean": float(self.model.global_mean),
+            "history": getattr(self, "history", {}),
+            "train_info": self.train_info,
+            "settings": {k: v for k, v in self.settings.items() if _plain(v)},
+            "fit_seconds": getattr(self, "fit_seconds", 0.0),
+        }
+
+    @staticmethod
+    def _rebuild_model(state: dict[str, Any]) -> GaussianFactorModel:
+        """The model of a saved :meth:`state` (its class from the library's registry)."""
+        from .. import models
+
+        registry = {"BayesianMF": models.BayesianMF, "BayesianNNMF": models.BayesianNNMF}
+        return registry[state["model_class"]](
+            **state["model_config"], global_mean=state["global_mean"]
+        )
 
     def save(self, path: str | Path) -> Path:
         """Save to ``path`` (a ``torch.save`` file loadable with ``weights_only=True``;

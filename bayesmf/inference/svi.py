@@ -33,12 +33,6 @@ __all__ = ["fit_svi", "VariationalFit", "load"]
 log = logging.getLogger(__name__)
 
 
-def _model_registry() -> dict[str, type[GaussianFactorModel]]:
-    from .. import models
-
-    return {"BayesianMF": models.BayesianMF, "BayesianNNMF": models.BayesianNNMF}
-
-
 @dataclass
 class VariationalFit(PosteriorFit):
     """A fitted variational posterior ``q(z)`` of a model.
@@ -90,26 +84,17 @@ class VariationalFit(PosteriorFit):
         """Everything needed to rebuild the fit, as tensors and plain Python values."""
         return {
             "format": "bayesmf.VariationalFit/1",
-            "model_class": type(self.model).__name__,
-            "model_config": self.model.config(),
-            "global_mean": float(self.model.global_mean),
+            **self._common_state(),
             "guide": {k: v.detach().cpu() for k, v in self.guide.state_dict().items()},
-            "history": self.history,
-            "train_info": self.train_info,
-            "settings": {k: v for k, v in self.settings.items() if _plain(v)},
-            "fit_seconds": self.fit_seconds,
         }
 
     @classmethod
     def from_state(
         cls, state: dict[str, Any], device: str | torch.device | None = None
     ) -> VariationalFit:
-        registry = _model_registry()
         if state.get("format") != "bayesmf.VariationalFit/1":
             raise ValueError("not a bayesmf VariationalFit checkpoint")
-        model = registry[state["model_class"]](
-            **state["model_config"], global_mean=state["global_mean"]
-        )
+        model = cls._rebuild_model(state)
         guide = MeanFieldGuide(model)
         guide.load_state_dict(state["guide"])
         if device is not None:
@@ -123,10 +108,6 @@ class VariationalFit(PosteriorFit):
             state["settings"],
             state["fit_seconds"],
         )
-
-
-def _plain(v: Any) -> bool:
-    return isinstance(v, (int, float, str, bool, type(None), list, tuple))
 
 
 def load(path: str | Path, device: str | torch.device | None = None) -> PosteriorFit:
