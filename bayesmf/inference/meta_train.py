@@ -213,7 +213,7 @@ def meta_train(
     ckpt = Path(checkpoint) if checkpoint is not None else None
     gen = getattr(train_sampler, "_gen", None)
     if ckpt is not None and resume and ckpt.exists():
-        blob = torch.load(ckpt, map_location=dev, weights_only=False)
+        blob = torch.load(ckpt, map_location=dev, weights_only=True)
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optimizer"])
         best_state = blob["best_state"]
