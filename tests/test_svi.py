@@ -230,9 +230,10 @@ def test_nnmf_mean_matches_a_hand_written_network():
     assert torch.allclose(m.mean(z, rows, cols), expect, atol=1e-6)
 
 
-def test_models_work_with_pyro_svi_predictive_and_nuts():
+@pytest.mark.parametrize("ard", [False, True], ids=["plain", "ard-means"])
+def test_models_work_with_pyro_svi_predictive_and_nuts(ard):
     R, _ = data.synthetic_ratings(n_rows=12, n_cols=10, rank=2, density=0.5, noise=0.3, seed=0)
-    m = models.BayesianMF(12, 10, rank=2)
+    m = models.BayesianMF(12, 10, rank=2, ard=ard, factor_means=ard)
     m.setup(R)
     pyro.clear_param_store()
     guide = AutoNormal(m.model)
@@ -242,7 +243,10 @@ def test_models_work_with_pyro_svi_predictive_and_nuts():
     assert draws["obs"].shape == (4, len(R))
     mcmc = MCMC(NUTS(m.model), num_samples=3, warmup_steps=3, disable_progbar=True)
     mcmc.run(R)
-    assert mcmc.get_samples()["U"].shape == (3, 12, 2)
+    samples = mcmc.get_samples()
+    assert samples["U"].shape == (3, 12, 2)
+    if ard:
+        assert samples["scale_U"].shape == (3, 2) and samples["mean_V"].shape == (3, 2)
     pyro.clear_param_store()
 
 
