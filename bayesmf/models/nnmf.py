@@ -25,10 +25,10 @@ import torch
 
 from .base import GaussianFactorModel, LatentSpec
 from .bayesian_mf import take
+from .bnn import ACTIVATIONS, mlp_forward
 
 __all__ = ["BayesianNNMF"]
 
-_ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 #: weight-init gain of each activation (inverse of its slope at 0, He's sqrt(2) for ReLU)
 _GAINS = {"sigmoid": 4.0, "tanh": 1.0, "relu": math.sqrt(2.0)}
 _EMBEDDINGS = ("U", "V", "U_prime", "V_prime")
@@ -102,9 +102,9 @@ class BayesianNNMF(GaussianFactorModel):
             raise ValueError("need rank >= 0, bilinear_dims >= 0 and at least one of them > 0")
         if bilinear_dims and bilinear_rank < 1:
             raise ValueError(f"bilinear_rank must be >= 1, got {bilinear_rank}")
-        if activation not in _ACTIVATIONS:
+        if activation not in ACTIVATIONS:
             raise ValueError(
-                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
             )
         if any(int(h) < 1 for h in hidden):
             raise ValueError(f"hidden widths must be positive, got {tuple(hidden)}")
@@ -113,7 +113,7 @@ class BayesianNNMF(GaussianFactorModel):
         self.bilinear_rank = int(bilinear_rank)
         self.hidden = tuple(int(h) for h in hidden)
         self.activation = activation
-        self._act = _ACTIVATIONS[activation]
+        self._act = ACTIVATIONS[activation]
         for name, feats, n in (
             ("item_features", item_features, n_cols),
             ("user_features", user_features, n_rows),
@@ -273,10 +273,5 @@ class BayesianNNMF(GaussianFactorModel):
     def mean(
         self, z: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
     ) -> torch.Tensor:
-        h = self.features(z, rows, cols)
-        n_layers = len(self.hidden) + 1
-        for layer in range(n_layers):
-            h = torch.matmul(h, z[f"W{layer}"]) + z[f"b{layer}"].unsqueeze(-2)
-            if layer < n_layers - 1:
-                h = self._act(h)
+        h = mlp_forward(self.features(z, rows, cols), z, len(self.hidden) + 1, self._act)
         return h.squeeze(-1) + self.global_mean

@@ -49,10 +49,10 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 
 from .base import LatentSpec
+from .bnn import ACTIVATIONS, mlp_forward
 
 __all__ = ["DPStochasticBlockModel", "stick_breaking_log_weights", "expected_log_pi"]
 
-_ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 
 
 def stick_breaking_log_weights(V: torch.Tensor) -> torch.Tensor:
@@ -164,9 +164,9 @@ class DPStochasticBlockModel(PyroModule):
             raise ValueError(f"bilinear_rank must be >= 1, got {bilinear_rank}")
         if any(int(h) < 1 for h in hidden):
             raise ValueError(f"hidden widths must be positive, got {tuple(hidden)}")
-        if activation not in _ACTIVATIONS:
+        if activation not in ACTIVATIONS:
             raise ValueError(
-                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
             )
         for name, v in (
             ("prior_scale", prior_scale),
@@ -183,7 +183,7 @@ class DPStochasticBlockModel(PyroModule):
         self.bilinear_rank = int(bilinear_rank)
         self.hidden = tuple(int(h) for h in hidden)
         self.activation = activation
-        self._act = _ACTIVATIONS[activation]
+        self._act = ACTIVATIONS[activation]
         self.degree_correction = bool(degree_correction)
         self.prior_scale = float(prior_scale)
         self.bias_prior_scale = float(bias_prior_scale)
@@ -295,13 +295,7 @@ class DPStochasticBlockModel(PyroModule):
             Up = z["U_prime"]  # (S, T, D, K')
             parts.append(torch.einsum("sadk,sbdk->sabd", Up, Up))
         h = torch.cat(parts, -1)  # (S, T, T, n_inputs)
-        n_layers = len(self.layer_sizes()) - 1
-        for layer in range(n_layers):
-            W, b = z[f"W{layer}"], z[f"b{layer}"]
-            h = torch.einsum("sabi,sio->sabo", h, W) + b[:, None, None, :]
-            if layer < n_layers - 1:
-                h = self._act(h)
-        g = h[..., 0]
+        g = mlp_forward(h, z, len(self.layer_sizes()) - 1, self._act)[..., 0]
         return 0.5 * (g + g.transpose(-1, -2))
 
     def pair_logits(
