@@ -20,6 +20,7 @@ from bayesmf.data import (
     Ratings,
     data_home,
     find_dataset,
+    find_file,
     from_networkx,
     load_edge_list,
     load_jester,
@@ -174,25 +175,104 @@ def test_registry_is_complete() -> None:
 def test_missing_dataset_names_paths_and_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _isolated_sources: Path
 ) -> None:
-    root, env = tmp_path / "root", tmp_path / "env"
-    root.mkdir()
+    env = tmp_path / "env"
     env.mkdir()
     monkeypatch.setenv("BAYESMF_DATA_DIR", str(env))
     with pytest.raises(DatasetNotFoundError) as err:
-        find_dataset("ml-100k", root=root, download=False)
+        find_dataset("ml-100k", download=False)
     msg = str(err.value)
-    assert str(root / "ml-100k" / "u.data") in msg
     assert str(env / "ml-100k" / "u.data") in msg
     assert str(_isolated_sources / "ml-100k" / "u.data") in msg
     assert "https://files.grouplens.org/datasets/movielens/ml-100k.zip" in msg
     assert isinstance(err.value, FileNotFoundError)
     with pytest.raises(DatasetNotFoundError, match="NIPS.csv"):
-        load_nips234(root=root, download=False)
+        load_nips234(download=False)
     with pytest.raises(DatasetNotFoundError, match="jester_dataset_1_1.zip"):
-        load_jester(root=root, download=False)
+        load_jester(download=False)
     with pytest.raises(DatasetNotFoundError, match="ml-10m.zip"):
-        load_movielens("10m", root=root, download=False)
-    assert not any(env.iterdir()) and not any(root.iterdir())
+        load_movielens("10m", download=False)
+    assert not any(env.iterdir())
+
+
+# --------------------------------------------------------------------------- explicit root
+
+
+def _nips_like(path: Path, n: int = 5) -> Path:
+    """A ring of n nodes in the NIPS.csv format (no header, comma-separated 0/1)."""
+    A = np.zeros((n, n), dtype=int)
+    for k in range(n):
+        A[k, (k + 1) % n] = A[(k + 1) % n, k] = 1
+    return _write(path, "\n".join(",".join(map(str, row)) for row in A) + "\n")
+
+
+def test_explicit_root_file_is_read_not_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_nips234(root="other/Protein.csv") reads Protein.csv even with a data dir set."""
+    env = tmp_path / "env"
+    _nips_like(env / "nips234" / "NIPS.csv", n=4)
+    monkeypatch.setenv("BAYESMF_DATA_DIR", str(env))
+    assert load_nips234(download=False).n_nodes == 4  # the data dir, when no root is given
+    other = _nips_like(tmp_path / "other" / "Protein.csv", n=7)
+    net = load_nips234(root=other)
+    assert (net.n_nodes, net.n_edges, net.name) == (7, 7, "Protein")
+    assert find_file("nips234", root=other) == other
+    # a folder given as root is used in preference to the data dir
+    _nips_like(tmp_path / "mine" / "nips234" / "NIPS.csv", n=6)
+    assert load_nips234(root=tmp_path / "mine").n_nodes == 6
+    assert load_nips234(root=tmp_path / "mine" / "nips234").n_nodes == 6
+
+
+@pytest.mark.parametrize(
+    "load, expected",
+    [
+        (lambda root: load_movielens("100k", root=root), ["u.data", "ml-100k.zip"]),
+        (lambda root: load_movielens("latest-small", root=root), ["ratings.csv"]),
+        (lambda root: load_jester(root=root), ["jester-data-1.xls", "jester-data-1.csv"]),
+        (lambda root: load_nips234(root=root), ["NIPS.csv"]),
+        (lambda root: find_dataset("ml-1m", root=root), ["ratings.dat"]),
+    ],
+)
+def test_empty_root_is_refused_even_with_a_data_dir(
+    load, expected: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    _isolated_sources: Path, data_dir_fixture: Path,
+) -> None:
+    """An explicit root is searched alone: nothing falls through to $BAYESMF_DATA_DIR or the
+    cache, and nothing is downloaded (even with download=True, the default)."""
+    monkeypatch.setenv("BAYESMF_DATA_DIR", str(data_dir_fixture))
+    calls = _serve(monkeypatch, {})
+    root = tmp_path / "empty"
+    root.mkdir()
+    with pytest.raises(DatasetNotFoundError) as err:
+        load(root)
+    msg = str(err.value)
+    assert f"root={str(root)!r}" in msg and "searched alone" in msg
+    for name in expected:
+        assert name in msg
+    assert str(data_dir_fixture) not in msg
+    assert calls == [] and not any(root.iterdir())
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        load(tmp_path / "nowhere")
+
+
+@pytest.fixture
+def data_dir_fixture(tmp_path: Path) -> Path:
+    """A $BAYESMF_DATA_DIR holding every dataset the root tests ask for (tiny files)."""
+    env = tmp_path / "env"
+    _write_100k(env)
+    _write(env / "ml-latest-small" / "ratings.csv", "userId,movieId,rating,timestamp\n")
+    _write(env / "ml-1m" / "ratings.dat", "1::1::5::1\n")
+    _nips_like(env / "nips234" / "NIPS.csv")
+    _write(env / "jester-1" / "jester-data-1.csv", _jester_csv(_jester_rows()))
+    return env
+
+
+def test_root_file_for_a_folder_dataset_is_refused(tmp_path: Path) -> None:
+    f = _write(tmp_path / "ml-100k" / "u.data", "1\t1\t5\t1\n")
+    with pytest.raises(ValueError, match=r"is a file, but dataset 'ml-100k' is read from a folder"):
+        load_movielens("100k", root=f)
+    with pytest.raises(ValueError, match="is a file"):
+        find_dataset("ml-100k", root=f)
 
 
 def test_unknown_names() -> None:
@@ -607,6 +687,86 @@ def test_jester_empty_cells_are_missing_but_logged(
     with caplog.at_level(logging.WARNING):
         R = load_jester(root=tmp_path, download=False)
     assert "empty cells" in caplog.text and len(R) == 153
+
+
+def _jester_csv(rows: list[list[float | None]]) -> str:
+    return "".join(
+        ",".join("" if v is None else f"{v:g}" for v in row) + "\n" for row in rows
+    )
+
+
+def test_jester_csv_fixture(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rows = _jester_rows()
+    _write(tmp_path / "jester-1" / "jester-data-1.csv", _jester_csv(rows))
+    with caplog.at_level(logging.WARNING):
+        R = load_jester(root=tmp_path, download=False)
+    assert "sha256" in caplog.text  # the fixture is not the published CSV
+    assert R.shape == (4, 100) and len(R) == 153
+    assert R.scale == (-10.0, 10.0) and R.name == "jester-1"
+    assert R.row_ids.tolist() == [0, 1, 2, 3] and R.col_ids.tolist() == list(range(1, 101))
+    dense = np.asarray(rows)[:, 1:]
+    obs = dense != 99
+    np.testing.assert_allclose(R.to_dense().numpy()[obs], dense[obs], atol=1e-5)
+    assert torch.isnan(R.to_dense()[~torch.as_tensor(obs)]).all()
+    # the folder itself, or the file under any name, as root
+    assert len(load_jester(root=tmp_path / "jester-1")) == 153
+    other = _write(tmp_path / "mine.txt", _jester_csv(rows))
+    assert len(load_jester(root=other)) == 153
+
+
+def test_jester_csv_and_xls_agree_and_xls_is_preferred(tmp_path: Path) -> None:
+    rows = _jester_rows()
+    _write_xls(tmp_path / "jester-1" / "jester-data-1.xls", rows)
+    rows_csv = [list(r) for r in rows]
+    rows_csv[1] = [1.0, 5.0] + [99.0] * 99  # a different table, to see which file is read
+    _write(tmp_path / "jester-1" / "jester-data-1.csv", _jester_csv(rows_csv))
+    assert len(load_jester(root=tmp_path)) == 153  # the official spreadsheet wins
+    from_csv = load_jester(root=tmp_path / "jester-1" / "jester-data-1.csv")
+    assert len(from_csv) == 151
+    (tmp_path / "jester-1" / "jester-data-1.csv").write_text(_jester_csv(rows))
+    a = load_jester(root=tmp_path / "jester-1" / "jester-data-1.csv")
+    b = load_jester(root=tmp_path / "jester-1" / "jester-data-1.xls")
+    assert torch.equal(a.to_dense().nan_to_num(123.0), b.to_dense().nan_to_num(123.0))
+
+
+def test_jester_csv_refusals(tmp_path: Path) -> None:
+    rows = _jester_rows()
+    rows[2][0] = 49.0
+    f = _write(tmp_path / "count.csv", _jester_csv(rows))
+    with pytest.raises(ValueError, match=r"count.*disagrees.*row 2 \(line 3\); row 2 says 49 "
+                                         r"but rates 50"):
+        load_jester(root=f)
+    rows = _jester_rows()
+    k = next(j for j, v in enumerate(rows[3]) if j > 0 and v == 99.0)
+    rows[3][k] = -10.5  # row 3 rates nothing, so this is both out of range and uncounted
+    f = _write(tmp_path / "range.csv", _jester_csv(rows))
+    with pytest.raises(ValueError, match=r"outside \(-10.0, 10.0\).*row 3 \(line 4\).*-10.5"):
+        load_jester(root=f)
+    f = _write(tmp_path / "text.csv", _jester_csv(_jester_rows()).replace("99", "x", 1))
+    with pytest.raises(ValueError, match=r"non-numeric cells in row 1 \(line 2\).*'x'"):
+        load_jester(root=f)
+    f = _write(tmp_path / "narrow.csv", _jester_csv([r[:50] for r in _jester_rows()]))
+    with pytest.raises(ValueError, match="expected 101 columns"):
+        load_jester(root=f)
+    with pytest.raises(ValueError, match="no users"):
+        load_jester(root=_write(tmp_path / "empty.csv", ""))
+
+
+def test_jester_csv_real(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = data_dir / "jester-1" / "jester-data-1.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not available (see issue 14)")
+    pinned = dict(REGISTRY["jester-1"].alt_files)["jester-data-1.csv"]
+    assert sources.sha256sum(path) == pinned
+    R = load_jester(root=data_dir, download=False)
+    assert R.shape == (24_983, 100) and len(R) == 1_810_455
+    assert R.scale == (-10.0, 10.0)
+    v = R.values.double()
+    assert -10.0 <= float(v.min()) and float(v.max()) <= 10.0
+    assert abs(float(v.sum()) - 1_592_764.74) < 1.0  # SOURCE.md: sum of all ratings
+    # found through $BAYESMF_DATA_DIR too (the .xls is not there)
+    monkeypatch.setenv("BAYESMF_DATA_DIR", str(data_dir))
+    assert find_file("jester-1", download=False) == path
 
 
 # =========================================================================== edge lists, networkx

@@ -2,8 +2,12 @@
 
 Everything a model consumes is either a :class:`Ratings` (observed entries of a
 matrix) or a :class:`Network` (symmetric 0/1 network). Loaders read the original
-public file formats from ``root=``, ``$BAYESMF_DATA_DIR`` or a user cache
-directory, downloading (with sha256 checks) when allowed.
+public file formats from an explicit ``root=`` (searched alone: a dataset missing
+there is an error, never replaced by another copy), else from
+``$BAYESMF_DATA_DIR`` or a user cache directory, downloading (with sha256
+checks) when allowed. A user's own data come in through :func:`load_adjacency`
+(dense 0/1 matrices), :func:`load_edge_list`, :func:`from_networkx`,
+:func:`from_dataframe`, :func:`from_scipy` and :func:`from_dense`.
 
 Names are resolved lazily (PEP 562) so that ``import bayesmf.data`` stays cheap
 and each module can be imported on its own.
@@ -22,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     # where files are looked for, downloads
     "data_home": "sources",
     "find_dataset": "sources",
+    "find_file": "sources",
     "DatasetNotFoundError": "sources",
     "DatasetChecksumError": "sources",
     # loaders and converters
@@ -30,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "load_jester": "jester",
     "load_nips234": "networks",
     "load_edge_list": "networks",
+    "load_adjacency": "networks",
     "from_networkx": "networks",
     "from_dataframe": "converters",
     "from_scipy": "converters",
@@ -74,13 +80,19 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from .episodes import Episode, EpisodeSampler  # noqa: F401
     from .jester import load_jester  # noqa: F401
     from .movielens import MovieLens, load_movielens  # noqa: F401
-    from .networks import from_networkx, load_edge_list, load_nips234  # noqa: F401
+    from .networks import (  # noqa: F401
+        from_networkx,
+        load_adjacency,
+        load_edge_list,
+        load_nips234,
+    )
     from .normalize import Standardizer, clamp  # noqa: F401
     from .sources import (  # noqa: F401
         DatasetChecksumError,
         DatasetNotFoundError,
         data_home,
         find_dataset,
+        find_file,
     )
     from .splits import (  # noqa: F401
         disjoint_split,

@@ -557,10 +557,12 @@ def load_movielens(
         ``"latest-small"`` (an ``"ml-"`` prefix is accepted).
     root : path, optional
         Folder holding the dataset folder (e.g. ``root/ml-100k/u.data``) or
-        the dataset folder itself; searched before ``$BAYESMF_DATA_DIR`` and
-        the cache (see :func:`~bayesmf.data.find_dataset`).
+        the dataset folder itself. When given it is the only place searched:
+        ``$BAYESMF_DATA_DIR`` and the cache are not, nothing is downloaded,
+        and a missing dataset raises (see :func:`~bayesmf.data.find_dataset`).
     download : bool
-        Download (and verify) the archive into the cache when not found.
+        Download (and verify) the archive into the cache when ``root`` is not
+        given and the dataset is not found.
 
     Returns
     -------
@@ -569,9 +571,11 @@ def load_movielens(
     Raises
     ------
     DatasetNotFoundError
-        If the files are absent and cannot be downloaded.
+        If the files are not under ``root`` (the message names it and the
+        expected files), or are absent and cannot be downloaded.
     ValueError
-        For an unknown variant or a malformed file (naming file and line).
+        For an unknown variant, a ``root`` that is a file, or a malformed file
+        (naming file and line).
 
     Examples
     --------

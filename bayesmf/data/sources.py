@@ -6,18 +6,29 @@ sha256 of the archive (or of the file itself when it is not an archive), the
 folder name the data live in and a *key file* whose presence proves that the
 dataset is there.
 
-:func:`find_dataset` looks for ``<base>/<folder>/<key file>`` in this order:
+An explicit ``root=`` is searched *alone*: :func:`find_dataset` and
+:func:`find_file` look for ``root/<folder>/<key file>`` and ``root/<key file>``
+(``root`` may be the parent of the dataset folder or that folder itself), and
+:func:`find_file` also accepts ``root`` naming the file itself (for datasets
+that are one file). When it is not there a :class:`DatasetNotFoundError` names
+``root`` and the expected files: nothing else is searched and nothing is
+downloaded, so an explicit location is never silently replaced by another copy.
 
-1. the ``root=`` argument (``root`` may also be the dataset folder itself),
-2. ``$BAYESMF_DATA_DIR`` (several folders may be given, separated by
+Without ``root``, ``<base>/<folder>/<key file>`` is looked for in this order:
+
+1. ``$BAYESMF_DATA_DIR`` (several folders may be given, separated by
    :data:`os.pathsep`),
-3. the user cache directory :func:`data_home` (``$BAYESMF_CACHE`` or
+2. the user cache directory :func:`data_home` (``$BAYESMF_CACHE`` or
    ``pooch.os_cache("bayesmf")``).
 
-When the dataset is in none of them and ``download=True`` it is fetched with
+When the dataset is in neither and ``download=True`` it is fetched with
 :func:`pooch.retrieve` into the cache directory, the sha256 of the download is
 checked against the pinned value and archives are unpacked there. Folders given
 through ``root=`` or ``$BAYESMF_DATA_DIR`` are only ever read, never written.
+
+A dataset may have *alternative* key files (:attr:`DatasetSpec.alt_files`):
+Jester dataset 1 is found as the official ``jester-data-1.xls`` or as its CSV
+export ``jester-data-1.csv``, each with its own pinned sha256.
 
 Where the pinned checksums come from is recorded beside each entry of
 :data:`REGISTRY`.
@@ -41,6 +52,7 @@ __all__ = [
     "REGISTRY",
     "data_home",
     "find_dataset",
+    "find_file",
     "sha256sum",
 ]
 
@@ -92,6 +104,10 @@ class DatasetSpec:
         Further URLs tried in order when ``url`` fails (same ``sha256``).
     checksum_source : str
         Where the pinned checksum was found.
+    alt_files : tuple of (str, str or None)
+        Other files whose presence in ``folder`` also proves the dataset is
+        there, as ``(file name, pinned sha256 or None)``; tried after
+        ``key_file`` in each folder. They are never downloaded.
     """
 
     name: str
@@ -104,6 +120,12 @@ class DatasetSpec:
     extract_dir: str = "."
     mirrors: tuple[str, ...] = ()
     checksum_source: str = ""
+    alt_files: tuple[tuple[str, str | None], ...] = ()
+
+    @property
+    def key_files(self) -> tuple[tuple[str, str | None], ...]:
+        """``(file name, pinned sha256)`` of the key file, then of the alternatives."""
+        return ((self.key_file, self.key_sha256), *self.alt_files)
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -207,6 +229,16 @@ REGISTRY: dict[str, DatasetSpec] = {
                 "https://eigentaste.berkeley.edu/dataset/archive/jester_dataset_1_1.zip",
             ),
             checksum_source="OmniRec jester.py",
+            # The CSV export of jester-data-1.xls (24,983 rows, 1,810,455 ratings, 11,712,553
+            # bytes): github.com/negi-soumya/eigentaste at commit
+            # 0877aa8b2b16531cc806a77bae606ad2b8ee5122, the only member of jester-data-1.zip;
+            # checked against independent copies (project data folder, jester-1/SOURCE.md).
+            alt_files=(
+                (
+                    "jester-data-1.csv",
+                    "4692895acc91263ec11592cb94687725e28afdd451845ab46c2ac6ba3ebc414e",
+                ),
+            ),
         ),
         DatasetSpec(
             "nips234",
@@ -266,11 +298,11 @@ def _spec(name: str) -> DatasetSpec:
 
 
 def _candidates(spec: DatasetSpec, root: str | os.PathLike[str] | None) -> list[Path]:
-    """Dataset folders to look in, in order of preference."""
-    cands: list[Path] = []
+    """Dataset folders to look in, in order of preference (only ``root``'s when it is given)."""
     if root is not None:
         r = Path(root).expanduser()
-        cands += [r / spec.folder, r]  # root may be the parent or the dataset folder itself
+        return [r / spec.folder, r]  # root may be the parent or the dataset folder itself
+    cands: list[Path] = []
     env = os.environ.get("BAYESMF_DATA_DIR")
     if env:
         cands += [Path(p).expanduser() / spec.folder for p in env.split(os.pathsep) if p]
@@ -332,70 +364,60 @@ def _retrieve(spec: DatasetSpec, url: str, home: Path) -> None:
 
 
 def _check_key_file(spec: DatasetSpec, key: Path, downloaded: bool) -> None:
-    """Compare the key file with its pinned sha256 (error after a download, warning otherwise)."""
-    if spec.key_sha256 is None:
+    """Compare a key file with its pinned sha256 (error after a download, warning otherwise).
+
+    Files whose name is none of the spec's key files (an explicit ``root`` file)
+    are not checked.
+    """
+    pinned = dict(spec.key_files).get(key.name)
+    if pinned is None:
         return
     digest = sha256sum(key)
-    if digest == spec.key_sha256:
+    if digest == pinned:
         return
-    msg = (
-        f"{key} has sha256 {digest}, expected {spec.key_sha256} "
-        f"(the file published at {spec.url})"
+    origin = f"the file published at {spec.url}" if key.name == spec.key_file else (
+        f"the published {key.name}"
     )
+    msg = f"{key} has sha256 {digest}, expected {pinned} ({origin})"
     if downloaded:
         raise DatasetChecksumError(msg)
     logger.warning("%s; it is used as it is", msg)
 
 
-def find_dataset(
-    name: str, root: str | os.PathLike[str] | None = None, download: bool = True
-) -> Path:
-    """The folder holding a dataset, downloading it into the cache if allowed.
+def _first_key(spec: DatasetSpec, folder: Path) -> Path | None:
+    """The first key file (main, then alternatives) present in ``folder``."""
+    for fname, _ in spec.key_files:
+        key = folder / fname
+        if key.is_file():
+            return key
+    return None
 
-    Parameters
-    ----------
-    name : str
-        A key of :data:`REGISTRY`: ``"ml-100k"``, ``"ml-1m"``, ``"ml-10m"``,
-        ``"ml-20m"``, ``"ml-25m"``, ``"ml-latest-small"``, ``"jester-1"`` or
-        ``"nips234"``.
-    root : path, optional
-        A folder searched first; either the parent of the dataset folder
-        (``root/ml-100k/u.data``) or the dataset folder itself
-        (``root/u.data``).
-    download : bool
-        Whether to download the dataset into :func:`data_home` when it is not
-        found.
 
-    Returns
-    -------
-    pathlib.Path
-        The dataset folder (the one holding the key file).
+def _not_under_root(spec: DatasetSpec, root: Path, cands: list[Path]) -> DatasetNotFoundError:
+    files = " or ".join(repr(f) for f, _ in spec.key_files)
+    searched = "\n".join(f"  {c / f}" for c in cands for f, _ in spec.key_files)
+    state = "" if root.exists() else " (it does not exist)"
+    return DatasetNotFoundError(
+        f"dataset {spec.name!r} not found under root={str(root)!r}{state}: no {files} "
+        f"(in a folder named {spec.folder!r}) at any of\n{searched}\n"
+        "An explicit root is searched alone (nothing else is tried and nothing is "
+        f"downloaded). Download {spec.url} and unpack it there, or omit root= to search "
+        "$BAYESMF_DATA_DIR and the cache (downloading when allowed)."
+    )
 
-    Raises
-    ------
-    DatasetNotFoundError
-        When the dataset is absent and ``download=False`` or every download
-        attempt failed; the message names every path searched, the key file
-        and the URL.
-    DatasetChecksumError
-        When a download does not have the pinned sha256 (the file is deleted).
-    ValueError
-        For an unknown dataset name.
 
-    Examples
-    --------
-    >>> from bayesmf.data import find_dataset
-    >>> find_dataset("ml-100k")  # doctest: +SKIP
-    PosixPath('/home/me/.cache/bayesmf/ml-100k')
-    """
-    spec = _spec(name)
+def _locate(spec: DatasetSpec, root: str | os.PathLike[str] | None, download: bool) -> Path:
+    """The key file (or an alternative) of ``spec``; see :func:`find_file`."""
     cands = _candidates(spec, root)
     for folder in cands:
-        key = folder / spec.key_file
-        if key.is_file():
-            logger.debug("found %s at %s", name, folder)
+        key = _first_key(spec, folder)
+        if key is not None:
+            logger.debug("found %s at %s", spec.name, key)
             _check_key_file(spec, key, downloaded=False)
-            return folder
+            return key
+    if root is not None:
+        raise _not_under_root(spec, Path(root).expanduser(), cands)
+    name = spec.name
     searched = "\n".join(f"  {c / spec.key_file}" for c in cands)
     where = (
         f"dataset {name!r} not found: no {spec.key_file} (in a folder named {spec.folder!r}) "
@@ -421,13 +443,12 @@ def find_dataset(
             failures.append(f"{url}: {type(exc).__name__}: {exc}")
             logger.warning("download of %s from %s failed: %s", name, url, exc)
             continue
-        folder = home / spec.folder
-        key = folder / spec.key_file
+        key = home / spec.folder / spec.key_file
         if not key.is_file():
             failures.append(f"{url}: the download holds no {spec.folder}/{spec.key_file}")
             continue
         _check_key_file(spec, key, downloaded=True)
-        return folder
+        return key
     tried = "\n".join(f"  {f}" for f in failures)
     if mismatch:
         raise DatasetChecksumError(
@@ -435,3 +456,106 @@ def find_dataset(
             f"{spec.sha256}:\n{tried}"
         )
     raise DatasetNotFoundError(f"{where}.\nDownloading failed:\n{tried}")
+
+
+def find_file(
+    name: str, root: str | os.PathLike[str] | None = None, download: bool = True
+) -> Path:
+    """The key file of a dataset (or one of its alternatives), downloading if allowed.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`REGISTRY`.
+    root : path, optional
+        Where to look, *instead of* ``$BAYESMF_DATA_DIR`` and the cache: the
+        file itself (any name; returned as it is), the dataset folder, or its
+        parent. Nothing is downloaded when ``root`` is given.
+    download : bool
+        Whether to download the dataset into :func:`data_home` when ``root``
+        is not given and the dataset is not found.
+
+    Returns
+    -------
+    pathlib.Path
+        The file: ``key_file`` when present, else the first alternative found
+        (e.g. ``jester-data-1.xls`` before ``jester-data-1.csv``).
+
+    Raises
+    ------
+    DatasetNotFoundError
+        When the dataset is not under ``root`` (the message names ``root`` and
+        the expected files), or is absent and cannot be downloaded.
+    DatasetChecksumError
+        When a download does not have the pinned sha256 (the file is deleted).
+    ValueError
+        For an unknown dataset name.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from bayesmf.data import find_file
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "my-network.csv"
+    >>> _ = f.write_text("0,1\\n1,0\\n")
+    >>> find_file("nips234", root=f) == f
+    True
+    """
+    spec = _spec(name)
+    if root is not None and Path(root).expanduser().is_file():
+        path = Path(root).expanduser()
+        _check_key_file(spec, path, downloaded=False)
+        return path
+    return _locate(spec, root, download)
+
+
+def find_dataset(
+    name: str, root: str | os.PathLike[str] | None = None, download: bool = True
+) -> Path:
+    """The folder holding a dataset, downloading it into the cache if allowed.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`REGISTRY`: ``"ml-100k"``, ``"ml-1m"``, ``"ml-10m"``,
+        ``"ml-20m"``, ``"ml-25m"``, ``"ml-latest-small"``, ``"jester-1"`` or
+        ``"nips234"``.
+    root : path, optional
+        The only folder searched when given: either the parent of the dataset
+        folder (``root/ml-100k/u.data``) or the dataset folder itself
+        (``root/u.data``). ``$BAYESMF_DATA_DIR`` and the cache are then not
+        searched and nothing is downloaded.
+    download : bool
+        Whether to download the dataset into :func:`data_home` when ``root``
+        is not given and the dataset is not found.
+
+    Returns
+    -------
+    pathlib.Path
+        The dataset folder (the one holding the key file or an alternative).
+
+    Raises
+    ------
+    DatasetNotFoundError
+        When the dataset is not under ``root``, or is absent and
+        ``download=False`` or every download attempt failed; the message names
+        every path searched, the key file and the URL.
+    DatasetChecksumError
+        When a download does not have the pinned sha256 (the file is deleted).
+    ValueError
+        For an unknown dataset name, or a ``root`` that is a file (use
+        :func:`find_file` for single-file datasets).
+
+    Examples
+    --------
+    >>> from bayesmf.data import find_dataset
+    >>> find_dataset("ml-100k")  # doctest: +SKIP
+    PosixPath('/home/me/.cache/bayesmf/ml-100k')
+    """
+    spec = _spec(name)
+    if root is not None and Path(root).expanduser().is_file():
+        raise ValueError(
+            f"root={str(root)!r} is a file, but dataset {name!r} is read from a folder: pass "
+            f"the folder holding {spec.folder}/{spec.key_file} (or the {spec.folder!r} folder "
+            "itself)"
+        )
+    return _locate(spec, root, download).parent
