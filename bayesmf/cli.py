@@ -1,8 +1,9 @@
-"""The ``bayesmf`` command line.
+"""The ``bayesmf`` command line (installed with the package as the console script ``bayesmf``).
 
-``bayesmf demo`` fits a model to built-in synthetic data (no download) and reports
-how close it gets to the noise floor. ``bayesmf fit`` fits a model to a real dataset
-(MovieLens, or a user's ratings CSV) and reports held-out errors.
+``bayesmf demo`` fits a model to built-in synthetic data (no download) and reports how close it
+gets to the noise floor. ``bayesmf fit`` fits any model to a real dataset (MovieLens, Jester, a
+ratings CSV, a network) along one path — load, split, fit, evaluate, save, report — and
+``bayesmf predict`` reads any saved fit and predicts new (user, item) rows.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ DATASETS = (
     "jester",
     "nips234",
 )
-MODELS = ("als", "sgd", "bmf", "gibbs", "nnmf", "sbm")
+MODELS = ("als", "sgd", "bmf", "gibbs", "nnmf", "sbm", "lfm")
 # Per-model defaults of `bayesmf fit`: the values tuned on a validation split of MovieLens-100K
 # (benchmarks/classical.py); `--reg`/`--reg-bias` override them.
 FIT_DEFAULTS: dict[str, dict[str, float | None]] = {
@@ -39,6 +40,7 @@ FIT_DEFAULTS: dict[str, dict[str, float | None]] = {
     "gibbs": {},
     "nnmf": {},
     "sbm": {},
+    "lfm": {},
 }
 
 
@@ -83,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
-    als = inference.als(train, rank=args.rank, reg_u=1.0, reg_v=1.0, iters=50, seed=args.seed)
+    als = inference.als(train, rank=args.rank, reg=1.0, epochs=50, seed=args.seed)
     with torch.no_grad():
         rows = {
             "global mean": torch.full_like(test.values, float(train.values.mean())),
@@ -125,23 +127,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- fit
+class UsageError(Exception):
+    """A mistake on the command line or in an input file: one line on stderr, exit status 2."""
+
+
+def _read_table(path: str, args: argparse.Namespace, need: dict[str, str]):
+    """A ratings CSV with the columns named by the flags in ``need`` (flag -> column)."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        df = pd.read_csv(path, sep=args.sep, header=None if args.no_header else "infer")
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise UsageError(f"{path}: cannot read as a table ({err}); check --sep") from None
+    if args.no_header:
+        df.columns = [str(c) for c in df.columns]
+    missing = {flag: col for flag, col in need.items() if col not in df.columns}
+    if missing:
+        cols = ", ".join(map(str, df.columns[:8]))
+        def numeric(c: Any) -> bool:
+            try:
+                float(c)
+            except ValueError:
+                return False
+            return True
+
+        looks_headerless = len(missing) == len(need) or any(numeric(c) for c in df.columns)
+        hint = (" (no header row? pass --no-header and name the columns 0, 1, 2, ...)"
+                if looks_headerless and not args.no_header else "")
+        wrong = "; ".join(f"{flag} {col!r}" for flag, col in missing.items())
+        raise UsageError(f"{path}: no column {wrong}; its columns are: {cols}{hint}")
+    return df
+
+
 def _load_ratings(args: argparse.Namespace):
+    """``(ratings, split)``: a whole Ratings to split at random, or a canonical split."""
     from bayesmf import data
 
     if args.ratings is not None:
-        import pandas as pd
-
-        df = pd.read_csv(args.ratings, sep=args.sep)
-        scale = tuple(args.scale) if args.scale else None
-        return data.from_dataframe(
-            df,
-            user=args.user_col,
-            item=args.item_col,
-            rating=args.rating_col,
-            duplicates=args.duplicates,
-            scale=scale,
-            name=Path(args.ratings).stem,
-        ), None
+        need = {"--user-col": args.user_col, "--item-col": args.item_col,
+                "--rating-col": args.rating_col}
+        df = _read_table(args.ratings, args, need)
+        try:
+            R = data.from_dataframe(
+                df, user=args.user_col, item=args.item_col, rating=args.rating_col,
+                duplicates=args.duplicates,
+                scale=tuple(args.scale) if args.scale else None, name=Path(args.ratings).stem,
+            )
+        except ValueError as err:
+            raise UsageError(f"{args.ratings}: {err}") from None
+        return R, None
     if args.dataset == "jester":
         return data.load_jester(root=args.data_dir, download=not args.offline), None
     variant = args.dataset.removeprefix("movielens-")
@@ -151,230 +187,275 @@ def _load_ratings(args: argparse.Namespace):
     return ml.to_ratings(), None
 
 
-def _fit_map(args: argparse.Namespace, train):
-    from bayesmf import inference
-
-    if args.model == "als":
-        return inference.als(
-            train,
-            rank=args.rank,
-            reg_u=args.reg,
-            reg_v=args.reg,
-            reg_bias=args.reg_bias,
-            iters=args.iters,
-            biases=not args.no_biases,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
-    extra = {} if args.epochs is None else {"epochs": args.epochs}
-    return inference.sgd_mf(
-        train,
-        rank=args.rank,
-        reg=args.reg,
-        reg_bias=args.reg_bias,
-        biases=not args.no_biases,
-        seed=args.seed,
-        progress=not args.quiet,
-        **extra,
-    )
-
-
-def _fit_bayes(args: argparse.Namespace, train):
-    from bayesmf import inference, models
-
-    if args.model in ("bmf", "gibbs"):
-        model = models.BayesianMF(
-            train.n_rows, train.n_cols, rank=args.rank, biases=not args.no_biases,
-            ard=args.ard, factor_means=args.ard,
-        )
-        if args.model == "gibbs":
-            return inference.fit_gibbs(
-                model, train, num_samples=args.samples, warmup=args.warmup, seed=args.seed,
-                progress=not args.quiet,
-            )
-    else:
-        hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
-        feats = train.col_features if args.side_info else None
-        if args.side_info and feats is None:
-            raise SystemExit("--side-info: this dataset has no item features")
-        model = models.BayesianNNMF(
-            train.n_rows,
-            train.n_cols,
-            rank=args.rank,
-            bilinear_dims=args.bilinear_dims,
-            hidden=hidden,
-            item_features=feats,
-        )
-    epochs = args.epochs or 60
-    warmup = args.kl_warmup
-    if warmup is None:  # BNNs need the KL warm-up (see fit_svi); plain Bayesian MF does not
-        warmup = epochs // 3 if args.model == "nnmf" else 0
-    return inference.fit_svi(
-        model,
-        train,
-        epochs=epochs,
-        kl_warmup=warmup,
-        batch_size=10_000 if args.batch_size is None else args.batch_size,
-        lr=0.02 if args.lr is None else args.lr,
-        final_lr=(0.02 if args.lr is None else args.lr) / 10,
-        seed=args.seed,
-        progress=not args.quiet,
-        checkpoint=args.checkpoint,
-        checkpoint_every=1 if args.checkpoint else None,
-        resume=args.checkpoint is not None,
-    )
-
-
-def cmd_fit_network(args: argparse.Namespace) -> int:
-    """``bayesmf fit --model sbm``: a DP stochastic block model on a network."""
-    from bayesmf import data, diagnostics, inference, models
+def _load_network(args: argparse.Namespace):
+    from bayesmf import data
 
     if args.edges is not None:
-        net = data.load_edge_list(args.edges, sep=args.sep)
-    elif args.dataset == "nips234":
-        net = data.load_nips234(root=args.data_dir, download=not args.offline)
-    else:
-        raise SystemExit("bayesmf fit --model sbm: give --dataset nips234 or --edges FILE.csv")
-    _say(f"{net!r}")
-    train, test = data.holdout_pairs(net, args.test_fraction, seed=args.seed)
-    _say(f"  held out {len(test):,} of {net.n_pairs:,} pairs ({int(test.labels.sum())} links), "
-         f"seed {args.seed}")
-    model = models.DPStochasticBlockModel(
-        net.n_nodes, truncation=args.truncation, degree_correction=args.degree_correction
+        if not Path(args.edges).is_file():
+            raise UsageError(f"{args.edges}: no such file (--edges)")
+        return data.load_edge_list(args.edges, sep=args.sep)
+    if args.adjacency is not None:
+        if not Path(args.adjacency).is_file():
+            raise UsageError(f"{args.adjacency}: no such file (--adjacency)")
+        return data.load_adjacency(args.adjacency)
+    return data.load_nips234(root=args.data_dir, download=not args.offline)
+
+
+# One entry per --model: (kind of data, function(args, train) -> Fit). Every fit answers the
+# same interface, so the rest of `bayesmf fit` is one path.
+def _als(args: argparse.Namespace, train):
+    from bayesmf import inference
+
+    return inference.als(train, rank=args.rank, reg=args.reg, reg_bias=args.reg_bias,
+                         epochs=args.epochs or 30, biases=not args.no_biases, seed=args.seed,
+                         progress=None if not args.quiet else False)
+
+
+def _sgd(args: argparse.Namespace, train):
+    from bayesmf import inference
+
+    return inference.sgd_mf(train, rank=args.rank, reg=args.reg, reg_bias=args.reg_bias,
+                            epochs=args.epochs or 25, biases=not args.no_biases, seed=args.seed,
+                            progress=None if not args.quiet else False)
+
+
+def _gibbs(args: argparse.Namespace, train):
+    from bayesmf import inference, models
+
+    model = models.BayesianMF(train.n_rows, train.n_cols, rank=args.rank,
+                              biases=not args.no_biases, ard=args.ard, factor_means=args.ard)
+    return inference.fit_gibbs(model, train, num_samples=args.samples, burn_in=args.burn_in,
+                               seed=args.seed, progress=None if not args.quiet else False)
+
+
+def _svi_model(args: argparse.Namespace, train):
+    from bayesmf import models
+
+    if args.model == "bmf":
+        return models.BayesianMF(train.n_rows, train.n_cols, rank=args.rank,
+                                 biases=not args.no_biases, ard=args.ard,
+                                 factor_means=args.ard)
+    if args.model == "sbm":
+        return models.DPStochasticBlockModel(train.n_nodes, truncation=args.truncation,
+                                             degree_correction=args.degree_correction)
+    if args.model == "lfm":
+        return models.LatentFeatureNetwork(train.n_nodes, rank=args.rank)
+    hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+    feats = train.col_features if args.side_info else None
+    if args.side_info and feats is None:
+        raise UsageError("--side-info: this dataset has no item features")
+    return models.BayesianNNMF(train.n_rows, train.n_cols, rank=args.rank,
+                               bilinear_dims=args.bilinear_dims, hidden=hidden,
+                               item_features=feats)
+
+
+def _svi(args: argparse.Namespace, train):
+    from bayesmf import inference
+
+    model = _svi_model(args, train)
+    epochs = args.epochs or (300 if args.model == "sbm" else 60)
+    warmup = args.kl_warmup
+    if warmup is None:  # BNNs need the KL warm-up (see fit_svi); the others do not
+        warmup = epochs // 3 if args.model in ("nnmf", "lfm") else 0
+    lr = args.lr or (0.05 if args.model in ("sbm", "lfm") else 0.02)
+    options: dict[str, Any] = dict(
+        epochs=epochs, lr=lr, seed=args.seed, progress=None if not args.quiet else False,
+        batch_size=args.batch_size if args.batch_size or args.model == "sbm" else 10_000,
+        checkpoint=args.checkpoint, checkpoint_every=1 if args.checkpoint else None,
+        resume=not args.overwrite,
     )
-    fit = inference.fit_sbm(
-        model,
-        train,
-        epochs=args.epochs or 300,
-        batch_size=args.batch_size,
-        lr=0.05 if args.lr is None else args.lr,
-        n_restarts=args.restarts,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
-    pred = fit.predict(test)
-    metrics = {
-        "auc": diagnostics.auc(test.labels, pred),
-        "rmse": diagnostics.rmse(test.labels, pred),
-        "effective_clusters": fit.effective_clusters(),
-        "alpha": fit.alpha,
-        "fit_s": fit.fit_seconds,
-        "n_test": len(test),
-    }
-    _say(f"  SBM (T={args.truncation}, {args.restarts} restarts): fit in {fit.fit_seconds:.1f} s")
-    _say(f"  test AUC {metrics['auc']:.4f}   test RMSE {metrics['rmse']:.4f}")
-    _say(f"  effective number of clusters {metrics['effective_clusters']:.2f}   "
-         f"alpha {metrics['alpha']:.3f}")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        fit.save(out / "fit.pt")
-        diagnostics.plot_block_structure(fit, net, path=out / "blocks.png")
-        settings: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "func"}
-        (out / "metrics.json").write_text(
-            json.dumps({"metrics": metrics, "settings": settings}, indent=2, default=str)
-        )
-        _say(f"  wrote {out / 'fit.pt'}, {out / 'blocks.png'} and {out / 'metrics.json'}")
-    return 0
+    if args.model == "sbm":
+        return inference.fit_sbm(model, train, n_restarts=args.restarts, **options)
+    if args.model == "lfm":
+        train = train.observed_pairs()
+    return inference.fit_svi(model, train, kl_warmup=warmup, **options)
+
+
+ENGINES = {"als": _als, "sgd": _sgd, "gibbs": _gibbs, "bmf": _svi, "nnmf": _svi, "sbm": _svi,
+           "lfm": _svi}
+NETWORK_MODELS = ("sbm", "lfm")
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    import torch
-
+    """``bayesmf fit``: load, split, fit, evaluate, save, report — one path for every model."""
     from bayesmf import data, diagnostics
+    from bayesmf.inference import files
 
-    if args.model == "sbm" or args.dataset == "nips234" or args.edges is not None:
-        if args.model != "sbm":
-            raise SystemExit("bayesmf fit: networks (--dataset nips234, --edges) need --model sbm")
-        return cmd_fit_network(args)
-    if args.ratings is None and args.dataset is None:
-        raise SystemExit("bayesmf fit: give --dataset NAME or --ratings FILE.csv")
-    t0 = time.perf_counter()
-    ratings, split = _load_ratings(args)
-    if split is not None:
-        train, test = split
-        _say(
-            f"{train.name}: canonical split {args.split}: {len(train):,} train / "
-            f"{len(test):,} test ratings, shape {train.shape}"
+    network = args.model in NETWORK_MODELS
+    if network != (args.dataset == "nips234" or args.edges is not None
+                   or args.adjacency is not None):
+        raise UsageError(
+            "networks (--dataset nips234, --edges, --adjacency) go with --model sbm or lfm; "
+            "ratings (--dataset movielens-*/jester, --ratings) with the other models"
         )
+    if not network and args.ratings is None and args.dataset is None:
+        raise UsageError("give --dataset NAME or --ratings FILE.csv (see bayesmf fit --help)")
+    t0 = time.perf_counter()
+    if network:
+        net = _load_network(args)
+        _say(f"{net!r}")
+        train, test = data.holdout_pairs(net, args.test_fraction, seed=args.seed)
+        _say(f"  held out {len(test):,} of {net.n_pairs:,} pairs ({int(test.labels.sum())} "
+             f"links), seed {args.seed}")
     else:
-        train, test = data.random_split(ratings, test_fraction=args.test_fraction, seed=args.seed)
-        _say(f"{ratings!r}")
-        _say(f"  random split seed {args.seed}: {len(train):,} train / {len(test):,} test ratings")
+        ratings, split = _load_ratings(args)
+        if split is not None:
+            train, test = split
+            _say(f"{train.name}: canonical split {args.split}: {len(train):,} train / "
+                 f"{len(test):,} test ratings, shape {train.shape}")
+        else:
+            train, test = data.random_split(ratings, args.test_fraction, seed=args.seed)
+            _say(f"{ratings!r}")
+            _say(f"  random split seed {args.seed}: {len(train):,} train / {len(test):,} test "
+                 "ratings")
     _say(f"  loaded in {time.perf_counter() - t0:.1f} s")
 
-    t1 = time.perf_counter()
-    extra: dict[str, float] = {}
-    if args.model in ("als", "sgd"):
-        fit = _fit_map(args, train)
-        with torch.no_grad():
-            pred = fit.predict(test, clamp_to=test.scale)
-    else:
-        fit = _fit_bayes(args, train)
-        pred = fit.predict(test, clamp=True)
-        lo, hi = fit.predict_interval(test, 0.9)
-        extra["coverage90"] = diagnostics.coverage(test.values, lo, hi)
-    fit_s = time.perf_counter() - t1
-    metrics = {
-        "rmse": diagnostics.rmse(test.values, pred),
-        "mae": diagnostics.mae(test.values, pred),
-        **extra,
-        "fit_s": fit_s,
-        "n_train": len(train),
-        "n_test": len(test),
-    }
-    _say(f"  {args.model.upper()} rank {args.rank}: fit in {fit_s:.1f} s")
-    line = f"  test RMSE {metrics['rmse']:.4f}   test MAE {metrics['mae']:.4f}"
-    if "coverage90" in extra:
-        line += f"   90% interval coverage {extra['coverage90']:.3f}"
-    _say(line)
+    fit = ENGINES[args.model](args, train)
+    metrics = _evaluate(fit, test, network)
+    metrics.update(fit_s=fit.fit_seconds, n_train=len(train), n_test=len(test))
+    _say(f"  {args.model.upper()} ({fit.inference_name}), rank {args.rank}: fit in "
+         f"{fit.fit_seconds:.1f} s")
+    names = {"auc": "test AUC", "rmse": "test RMSE", "mae": "test MAE",
+             "coverage90": "90% interval coverage"}
+    _say("  " + "   ".join(f"{names[k]} {v:.4f}" for k, v in metrics.items() if k in names))
+    if network and hasattr(fit, "effective_clusters"):
+        _say(f"  effective number of clusters {fit.effective_clusters():.2f}   "
+             f"alpha {fit.alpha:.3f}")
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        if args.model in ("bmf", "gibbs", "nnmf"):
-            fit.save(out / "fit.pt")
-            saved = out / "fit.pt"
-        else:
-            saved = out / "factors.pt"
-            torch.save(
-                {
-                    "U": fit.U,
-                    "V": fit.V,
-                    "row_bias": fit.row_bias,
-                    "col_bias": fit.col_bias,
-                    "mean": fit.mean,
-                    "row_ids": train.row_ids.tolist(),
-                    "col_ids": train.col_ids.tolist(),
-                },
-                out / "factors.pt",
-            )
-        settings: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "func"}
-        (out / "metrics.json").write_text(
-            json.dumps({"metrics": metrics, "settings": settings}, indent=2, default=str)
-        )
-        _say(f"  wrote {saved} and {out / 'metrics.json'}")
+        fit.save(out / "fit.pt")
+        written = [out / "fit.pt"]
+        if args.model == "sbm":
+            diagnostics.plot_block_structure(fit, net, path=out / "blocks.png")
+            written.append(out / "blocks.png")
+        settings = {k: v for k, v in vars(args).items() if k != "func"}
+        files.atomic_write_text(out / "metrics.json", json.dumps(
+            {"metrics": metrics, "settings": settings}, indent=2, default=str))
+        written.append(out / "metrics.json")
+        _say("  wrote " + ", ".join(map(str, written)) +
+             f" (read the fit back with bayesmf.load or `bayesmf predict --fit {out / 'fit.pt'}`)")
     return 0
 
 
+def _evaluate(fit: Any, test: Any, network: bool) -> dict[str, float]:
+    from bayesmf import diagnostics
+
+    pred = fit.predict(test, clamp=True)
+    if network:
+        out = {"auc": diagnostics.auc(test.labels, pred),
+               "rmse": diagnostics.rmse(test.values, pred)}
+    else:
+        out = {"rmse": diagnostics.rmse(test.values, pred),
+               "mae": diagnostics.mae(test.values, pred)}
+    if fit.has_posterior and not network:
+        lo, hi = fit.predict_interval(test, 0.9)
+        out["coverage90"] = diagnostics.coverage(test.values, lo, hi)
+    return out
+
+
+# ------------------------------------------------------------------------ predict
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``bayesmf predict``: predictions (and intervals) of a saved fit for new (user, item) rows."""
+    import numpy as np
+    import pandas as pd
+
+    import bayesmf
+    from bayesmf.inference import files
+
+    if not Path(args.fit).is_file():
+        raise UsageError(f"{args.fit}: no such file (--fit)")
+    fit = bayesmf.load(args.fit)
+    info = fit.train_info
+    if "row_ids" not in info:
+        raise UsageError(f"{args.fit}: this fit ({fit.kind}) does not predict (user, item) rows")
+    df = _read_table(args.ratings, args, {"--user-col": args.user_col,
+                                          "--item-col": args.item_col})
+    rows = _index_of(np.asarray(info["row_ids"]), df[args.user_col].to_numpy(), "user",
+                     args.ratings)
+    cols = _index_of(np.asarray(info["col_ids"]), df[args.item_col].to_numpy(), "item",
+                     args.ratings)
+    from bayesmf.data import Ratings
+
+    query = Ratings(rows, cols, np.zeros(len(df), dtype=np.float32),
+                    shape=tuple(info["shape"]), scale=info.get("scale"))
+    out = pd.DataFrame({args.user_col: df[args.user_col], args.item_col: df[args.item_col]})
+    out["prediction"] = fit.predict(query, clamp=True).cpu().numpy()
+    if fit.has_posterior:
+        lo, hi = fit.predict_interval(query, args.level)
+        out[f"lower{int(round(100 * args.level))}"] = lo.cpu().numpy()
+        out[f"upper{int(round(100 * args.level))}"] = hi.cpu().numpy()
+    text = out.to_csv(index=False)
+    if args.out:
+        files.atomic_write_text(args.out, text)
+        _say(f"wrote {len(out):,} predictions to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _index_of(ids: Any, query: Any, what: str, path: str) -> Any:
+    """Positions of original ids in the training ids (ids read from CSV may be str vs int)."""
+    import numpy as np
+    import pandas as pd
+
+    pos = pd.Index(np.asarray(ids).astype(str)).get_indexer(np.asarray(query).astype(str))
+    unknown = np.asarray(query)[pos < 0].tolist()
+    if unknown:
+        raise UsageError(f"{path}: {len(unknown)} {what} id(s) not seen in training, e.g. "
+                         f"{unknown[:3]} (a cold-start {what} needs a model that extends: DMF)")
+    return pos.astype(np.int64)
+
+
 # ------------------------------------------------------------------------- parser
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every default in --help."""
+
+
+def _data_options(f: argparse.ArgumentParser) -> None:
+    src = f.add_argument_group("data")
+    src.add_argument("--dataset", choices=DATASETS, help="a public dataset")
+    src.add_argument("--ratings", metavar="CSV", help="a ratings table instead of --dataset")
+    src.add_argument("--edges", metavar="CSV", help="a network as an edge list (two node columns)")
+    src.add_argument("--adjacency", metavar="FILE",
+                     help="a network as a dense 0/1 adjacency matrix (CSV/TSV/.npy/.npz)")
+    src.add_argument("--user-col", default="user", help="user column of --ratings")
+    src.add_argument("--item-col", default="item", help="item column of --ratings")
+    src.add_argument("--rating-col", default="rating", help="rating column of --ratings")
+    src.add_argument("--sep", default=",", help="field separator of --ratings/--edges")
+    src.add_argument("--no-header", action="store_true",
+                     help="--ratings has no header row: name the columns 0, 1, 2, ...")
+    src.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                     help="rating scale of --ratings (predictions are clamped to it)")
+    src.add_argument("--duplicates", choices=("error", "mean"), default="error",
+                     help="what to do with repeated (user, item) pairs in --ratings")
+    src.add_argument("--data-dir", default=None,
+                     help="where datasets are looked for (default: $BAYESMF_DATA_DIR, then the "
+                     "cache)")
+    src.add_argument("--offline", action="store_true", help="never download")
+    src.add_argument("--split", default=None,
+                     help="canonical MovieLens-100K split (u1..u5, ua, ub) instead of random")
+    src.add_argument("--test-fraction", type=float, default=0.1,
+                     help="random test fraction (ratings, or node pairs of a network)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayesmf`` command."""
+    from bayesmf import __version__
+
     p = argparse.ArgumentParser(
-        prog="bayesmf",
+        prog="bayesmf", formatter_class=_Help,
         description="Probabilistic matrix factorization on Pyro: fit models to ratings "
-        "matrices and networks, report held-out accuracy.",
+        "matrices and networks, report held-out accuracy, predict with a saved fit.",
     )
-    p.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)"
-    )
+    p.add_argument("--version", action="version", version=f"bayesmf {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging (-v info, -vv debug)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser(
-        "demo",
-        help="fit a model to built-in synthetic data (no download)",
-        description="Make a synthetic low-rank ratings matrix with known noise, "
-        "fit it and compare the test RMSE with the noise floor.",
-    )
+    d = sub.add_parser("demo", formatter_class=_Help,
+                       help="fit a model to built-in synthetic data (no download)",
+                       description="Make a synthetic low-rank ratings matrix with known noise, "
+                       "fit it and compare the test RMSE with the noise floor.")
     d.add_argument("--rows", type=int, default=1000, help="number of rows (users)")
     d.add_argument("--cols", type=int, default=800, help="number of columns (items)")
     d.add_argument("--rank", type=int, default=5, help="true and fitted rank")
@@ -386,127 +467,81 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     f = sub.add_parser(
-        "fit",
-        help="fit a model to a dataset and report test error",
-        description="Fit a model to MovieLens/Jester or a ratings CSV and report "
-        "RMSE/MAE on a held-out random split (or a canonical split).",
+        "fit", formatter_class=_Help, help="fit a model to a dataset and report test error",
+        description="Fit a model to MovieLens/Jester, a ratings CSV or a network and report "
+        "held-out RMSE/MAE (ratings) or AUC (networks). With --out DIR it writes DIR/fit.pt "
+        "(any model; read it with bayesmf.load or `bayesmf predict`) and DIR/metrics.json.",
     )
-    src = f.add_argument_group("data")
-    src.add_argument("--dataset", choices=DATASETS, help="a public dataset")
-    src.add_argument("--ratings", metavar="CSV", help="a ratings table instead of --dataset")
-    src.add_argument(
-        "--edges", metavar="CSV", help="a network as an edge-list CSV (two node columns)"
-    )
-    src.add_argument("--user-col", default="user", help="user column of --ratings")
-    src.add_argument("--item-col", default="item", help="item column of --ratings")
-    src.add_argument("--rating-col", default="rating", help="rating column of --ratings")
-    src.add_argument("--sep", default=",", help="field separator of --ratings")
-    src.add_argument(
-        "--scale",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        help="rating scale of --ratings (predictions are clamped to it)",
-    )
-    src.add_argument(
-        "--duplicates",
-        choices=("error", "mean"),
-        default="error",
-        help="what to do with repeated (user, item) pairs in --ratings",
-    )
-    src.add_argument(
-        "--data-dir",
-        default=None,
-        help="where datasets are looked for first (else $BAYESMF_DATA_DIR, cache)",
-    )
-    src.add_argument("--offline", action="store_true", help="never download")
-    src.add_argument(
-        "--split",
-        default=None,
-        help="canonical MovieLens-100K split (u1..u5, ua, ub) instead of random",
-    )
-    src.add_argument("--test-fraction", type=float, default=0.1, help="random test fraction")
+    _data_options(f)
     m = f.add_argument_group("model")
-    m.add_argument("--model", choices=MODELS, default="als", help="which model/engine")
+    m.add_argument("--model", choices=MODELS, default="als",
+                   help="als/sgd: MAP; bmf/nnmf: Bayesian (NN)MF by SVI; gibbs: Bayesian MF by "
+                   "Gibbs; sbm: DP block model; lfm: latent-feature network model (SVI)")
     m.add_argument("--rank", type=int, default=10, help="number of latent factors")
-    m.add_argument(
-        "--reg",
-        type=float,
-        default=None,
-        help="regularisation of the factors (default: 15 for ALS, 0.1 for SGD)",
-    )
-    m.add_argument(
-        "--reg-bias",
-        type=float,
-        default=None,
-        help="regularisation of the biases (default: 5 for ALS, --reg for SGD)",
-    )
+    m.add_argument("--reg", type=float, default=None,
+                   help="als/sgd regularisation of the factors (default: 15 for ALS, 0.1 for SGD)")
+    m.add_argument("--reg-bias", type=float, default=None,
+                   help="als/sgd regularisation of the biases (default: 5 for ALS, --reg for SGD)")
     m.add_argument("--no-biases", action="store_true", help="no mean/row/column biases")
-    m.add_argument("--iters", type=int, default=30, help="ALS iterations")
-    m.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="SGD/SVI epochs (default: SGD's own default; 60 for SVI)",
-    )
-    svi = f.add_argument_group("Bayesian models: bmf, nnmf by SVI; gibbs (BayesianMF) by Gibbs")
-    svi.add_argument(
-        "--ard",
-        action="store_true",
-        help="bmf/gibbs: one prior scale per factor and latent factor means (the prior of a "
-        "Bayesian FM; best on MovieLens with --model gibbs)",
-    )
-    svi.add_argument("--samples", type=int, default=150, help="gibbs: draws kept")
-    svi.add_argument("--warmup", type=int, default=50, help="gibbs: burn-in sweeps")
-    svi.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="ratings (sbm: pairs) per minibatch (default 10000; sbm: all pairs)",
-    )
-    svi.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="initial Adam learning rate, decays to a tenth (default 0.02; sbm: 0.05)",
-    )
-    svi.add_argument(
-        "--kl-warmup",
-        type=int,
-        default=None,
-        help="epochs of KL warm-up (default: a third of the epochs for nnmf, 0 for bmf)",
-    )
-    svi.add_argument(
-        "--hidden",
-        default="50,50,50",
-        help="nnmf hidden widths, comma-separated; '' for the linear VI(0)",
-    )
-    svi.add_argument("--bilinear-dims", type=int, default=60, help="nnmf D")
-    svi.add_argument(
-        "--side-info",
-        action="store_true",
-        help="nnmf: concatenate item features (MovieLens genres) to V",
-    )
-    svi.add_argument(
-        "--checkpoint",
-        default=None,
-        help="checkpoint file, written every epoch; an existing one is resumed",
-    )
-    sbm = f.add_argument_group("stochastic block model (sbm) on a network")
-    sbm.add_argument("--truncation", type=int, default=7, help="sbm: maximum number of clusters")
-    sbm.add_argument("--restarts", type=int, default=3, help="sbm: restarts (best ELBO kept)")
-    sbm.add_argument(
-        "--degree-correction", action="store_true", help="sbm: per-node degree effects"
-    )
+    m.add_argument("--epochs", "--iters", type=int, default=None, dest="epochs",
+                   help="passes over the data (default: ALS 30, SGD 25, SVI 60, sbm 300)")
+    b = f.add_argument_group("Bayesian models")
+    b.add_argument("--ard", action="store_true",
+                   help="bmf/gibbs: one prior scale per factor and latent factor means (the prior "
+                   "of a Bayesian FM; best on MovieLens with --model gibbs)")
+    b.add_argument("--samples", type=int, default=150, help="gibbs: draws kept")
+    b.add_argument("--burn-in", "--warmup", type=int, default=50, dest="burn_in",
+                   help="gibbs: burn-in sweeps, discarded")
+    b.add_argument("--batch-size", type=int, default=None,
+                   help="observations per minibatch (default 10000; sbm: all pairs)")
+    b.add_argument("--lr", type=float, default=None,
+                   help="initial Adam learning rate, decays to a tenth (default 0.02; sbm/lfm "
+                   "0.05)")
+    b.add_argument("--kl-warmup", type=int, default=None,
+                   help="epochs of KL warm-up (default: a third of the epochs for nnmf/lfm)")
+    b.add_argument("--hidden", default="50,50,50",
+                   help="nnmf hidden widths, comma-separated; '' for the linear VI(0)")
+    b.add_argument("--bilinear-dims", type=int, default=60, help="nnmf D")
+    b.add_argument("--side-info", action="store_true",
+                   help="nnmf: concatenate item features (MovieLens genres) to V")
+    b.add_argument("--checkpoint", default=None,
+                   help="checkpoint file, written every epoch; an existing one is resumed when "
+                   "it was written for the same data and settings")
+    b.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --checkpoint exists (overwrite it)")
+    n = f.add_argument_group("networks")
+    n.add_argument("--truncation", type=int, default=7, help="sbm: maximum number of clusters")
+    n.add_argument("--restarts", type=int, default=3, help="sbm: restarts (best kept)")
+    n.add_argument("--degree-correction", action="store_true", help="sbm: per-node degree effects")
     f.add_argument("--seed", type=int, default=0, help="random seed (split and init)")
-    f.add_argument("--out", default=None, help="folder for factors.pt and metrics.json")
+    f.add_argument("--out", default=None, help="folder for fit.pt and metrics.json")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fit)
+
+    pr = sub.add_parser(
+        "predict", formatter_class=_Help, help="predict new (user, item) pairs with a saved fit",
+        description="Read a fit saved by `bayesmf fit --out DIR` (DIR/fit.pt) or by fit.save(), "
+        "and write predictions (and, for Bayesian fits, central predictive intervals) for the "
+        "(user, item) rows of a CSV, by their original ids.",
+    )
+    pr.add_argument("--fit", required=True, help="a saved fit (fit.pt)")
+    pr.add_argument("--ratings", required=True, metavar="CSV", help="rows to predict")
+    pr.add_argument("--user-col", default="user", help="user column of --ratings")
+    pr.add_argument("--item-col", default="item", help="item column of --ratings")
+    pr.add_argument("--sep", default=",", help="field separator of --ratings")
+    pr.add_argument("--no-header", action="store_true", help="--ratings has no header row")
+    pr.add_argument("--level", type=float, default=0.9, help="interval level")
+    pr.add_argument("--out", default=None, help="output CSV (default: standard output)")
+    pr.set_defaults(func=cmd_predict)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bayesmf`` console script."""
+    """Entry point of the ``bayesmf`` console script.
+
+    Everyday mistakes (a missing file or column, a dataset not found offline, a damaged fit
+    file) end in one line on standard error and exit status 2, not a traceback.
+    """
     args = build_parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -514,7 +549,30 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in FIT_DEFAULTS[args.model].items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as err:
+        return _fail(str(err))
+    except FileNotFoundError as err:  # a dataset or file that is not there
+        msg = str(err).replace("call with download=True", "drop --offline to download it")
+        return _fail(msg.replace("download=True", "no --offline") + _where_hint(args))
+    except ValueError as err:
+        from bayesmf.inference.files import FitFileError, ResumeMismatch
+
+        if isinstance(err, ResumeMismatch):
+            return _fail(f"{err} (pass --overwrite to start afresh)")
+        if isinstance(err, FitFileError):
+            return _fail(str(err))
+        raise
+
+
+def _where_hint(args: argparse.Namespace) -> str:
+    return "" if getattr(args, "data_dir", None) else " (or point --data-dir at the folder)"
+
+
+def _fail(msg: str) -> int:
+    sys.stderr.write(f"bayesmf: error: {msg.splitlines()[0] if msg else 'failed'}\n")
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

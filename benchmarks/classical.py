@@ -84,10 +84,10 @@ class SVDPredictor:
         self.V = torch.from_numpy(Vt.T.copy())
         self.scale = train.scale
 
-    def predict(self, ratings: Ratings, clamp_to: Any = True) -> torch.Tensor:
+    def predict(self, ratings: Ratings, clamp: Any = True) -> torch.Tensor:
         r, c = ratings.rows, ratings.cols
         pred = self.mean + (self.US[r] * self.V[c]).sum(-1)
-        return pred.clamp(*self.scale) if clamp_to and self.scale else pred
+        return pred.clamp(*self.scale) if clamp and self.scale else pred
 
 
 class MeanPredictor:
@@ -96,12 +96,12 @@ class MeanPredictor:
     def __init__(self, train: Ratings) -> None:
         self.mean = float(train.values.double().mean())
 
-    def predict(self, ratings: Ratings, clamp_to: Any = True) -> torch.Tensor:
+    def predict(self, ratings: Ratings, clamp: Any = True) -> torch.Tensor:
         return torch.full((len(ratings),), self.mean, dtype=torch.float64)
 
 
 def _scores(model: Any, test: Ratings) -> dict[str, float]:
-    pred = model.predict(test, clamp_to=True)
+    pred = model.predict(test, clamp=True)
     return {"rmse": rmse(test.values, pred), "mae": mae(test.values, pred)}
 
 
@@ -120,8 +120,8 @@ def tune_als(train: Ratings, val: Ratings, rank: int, iters: int, regs: list[flo
     table = []
     for reg in regs:
         for reg_bias in bias_regs:
-            fit = als(train, rank=rank, reg_u=reg, reg_v=reg, reg_bias=reg_bias, iters=iters)
-            score = rmse(val.values, fit.predict(val, clamp_to=True))
+            fit = als(train, rank=rank, reg_u=reg, reg_v=reg, reg_bias=reg_bias, epochs=iters)
+            score = rmse(val.values, fit.predict(val, clamp=True))
             table.append({"reg": reg, "reg_bias": reg_bias, "val_rmse": round(score, 5),
                           "n_iter": fit.n_iter})
             print(f"  ALS reg={reg:<5g} reg_bias={reg_bias!s:<5} val RMSE {score:.4f} "
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "GlobalMean": MeanPredictor,
         f"TruncatedSVD (rank {svd_params['rank']})": lambda tr: SVDPredictor(
             tr, svd_params["rank"]),
-        "ALS": lambda tr: als(tr.to(dev), rank=args.rank, iters=args.als_iters,
+        "ALS": lambda tr: als(tr.to(dev), rank=args.rank, epochs=args.als_iters,
                               tol=args.als_tol, **als_params),
         "SGD": lambda tr: sgd_mf(tr.to(dev), rank=args.rank, **sgd_params),
     }

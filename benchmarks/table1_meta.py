@@ -184,7 +184,7 @@ def predict_mf(episodes: list[Episode], rank: int, reg: float) -> list[torch.Ten
         for b in range(len(e)):  # one small ALS per matrix (the per-matrix baseline)
             r, c = e.train_mask[b].nonzero(as_tuple=True)
             R = Ratings(r, c, e.X[b][r, c], shape=tuple(e.train_mask[b].shape))
-            f = inference.als(R, rank=rank, reg_u=reg, reg_v=reg, iters=30, seed=0)
+            f = inference.als(R, rank=rank, reg_u=reg, reg_v=reg, epochs=30, seed=0)
             P[b] = f.U @ f.V.T + f.mean + f.row_bias[:, None] + f.col_bias[None, :]
         out.append(P)
     return out

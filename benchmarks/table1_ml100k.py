@@ -80,9 +80,9 @@ except ImportError:  # pragma: no cover - fallback when classical.py is not impo
             self.V = torch.from_numpy(Vt.T.copy())
             self.scale = train.scale
 
-        def predict(self, ratings: Ratings, clamp_to: Any = True) -> torch.Tensor:
+        def predict(self, ratings: Ratings, clamp: Any = True) -> torch.Tensor:
             pred = self.mean + (self.US[ratings.rows] * self.V[ratings.cols]).sum(-1)
-            return pred.clamp(*self.scale) if clamp_to and self.scale else pred
+            return pred.clamp(*self.scale) if clamp and self.scale else pred
 
 
 #: Kampman & Heaukulani (2019), Table 1: test RMSE on ML-100K (five random 90/10 splits)
@@ -192,12 +192,12 @@ def run_model(name: str, train: Ratings, test: Ratings, dataset: str, seed: int,
         t0 = time.perf_counter()
         svd = SVDPredictor(train, RANK, seed=seed)
         seconds = time.perf_counter() - t0
-        return {"rmse": rmse(test.values, svd.predict(test, clamp_to=True)), "fit_s": seconds}
+        return {"rmse": rmse(test.values, svd.predict(test, clamp=True)), "fit_s": seconds}
     if name == "BiasMF":
         t0 = time.perf_counter()
         fit = inference.als(train, **ALS_SETTINGS)
         seconds = time.perf_counter() - t0
-        return {"rmse": rmse(test.values, fit.predict(test, clamp_to=True)), "fit_s": seconds}
+        return {"rmse": rmse(test.values, fit.predict(test, clamp=True)), "fit_s": seconds}
     if name.endswith("-Gibbs"):
         kw = dict(GIBBS_SETTINGS)
         if quick:

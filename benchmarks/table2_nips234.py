@@ -98,11 +98,11 @@ def _scores(labels: torch.Tensor, p: torch.Tensor) -> dict[str, float]:
 # --------------------------------------------------------------------------- models
 def fit_svd(train: Network, rank: int, **_: Any) -> Callable[[Pairs], torch.Tensor]:
     model = SVDPredictor(train.to_ratings(), rank)
-    return lambda pairs: _sym_predict(lambda r: model.predict(r, clamp_to=False), pairs)
+    return lambda pairs: _sym_predict(lambda r: model.predict(r), pairs)
 
 
 def fit_biasmf(train: Network, rank: int, reg: float, **_: Any) -> Callable[[Pairs], torch.Tensor]:
-    fit = inference.als(train.to_ratings(), rank=rank, reg_u=reg, reg_v=reg, iters=50, seed=0)
+    fit = inference.als(train.to_ratings(), rank=rank, reg_u=reg, reg_v=reg, epochs=50, seed=0)
     return lambda pairs: _sym_predict(lambda r: fit.predict(r), pairs)
 
 

@@ -78,7 +78,7 @@ def main() -> None:
     t_ours = time.perf_counter() - t0
     r, c = ep.train_mask[0].nonzero(as_tuple=True)
     mf = inference.als(data.Ratings(r, c, X[0][r, c], shape=(30, 30)), rank=2, reg_u=10.0,
-                       reg_v=10.0, iters=30)
+                       reg_v=10.0, epochs=30)
     P_mf = (mf.U @ mf.V.T + mf.mean + mf.row_bias[:, None] + mf.col_bias[None])[None]
     P_mean = torch.full_like(X, float(X[B > 0].mean()))
     print(f"{'method':<28}{'MSE (hidden)':>14}")

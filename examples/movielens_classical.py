@@ -39,7 +39,7 @@ def main() -> None:
         )
         fits = {
             "ALS": lambda tr: inference.als(
-                tr, rank=args.rank, reg_u=15.0, reg_v=15.0, reg_bias=5.0, iters=50
+                tr, rank=args.rank, reg_u=15.0, reg_v=15.0, reg_bias=5.0, epochs=50
             ),
             "SGD": lambda tr: inference.sgd_mf(tr, rank=args.rank, epochs=17),
         }
@@ -47,7 +47,7 @@ def main() -> None:
             t0 = time.perf_counter()
             fit = fit_fn(train)
             seconds = time.perf_counter() - t0
-            pred = fit.predict(test, clamp_to=test.scale)
+            pred = fit.predict(test, clamp=True)
             print(
                 f"{name:<6}{model:<12}{diagnostics.rmse(test.values, pred):>8.4f}"
                 f"{diagnostics.mae(test.values, pred):>8.4f}{seconds:>8.2f}"
@@ -55,7 +55,7 @@ def main() -> None:
 
     # Item biases of the last ALS fit, mapped back to the original movie ids and titles.
     train, _ = ml.canonical_split(args.splits[-1])
-    fit = inference.als(train, rank=args.rank, reg_u=15.0, reg_v=15.0, reg_bias=5.0, iters=50)
+    fit = inference.als(train, rank=args.rank, reg_u=15.0, reg_v=15.0, reg_bias=5.0, epochs=50)
     popular = train.col_counts() >= 50
     bias = torch.where(popular, fit.col_bias, torch.tensor(-float("inf")))
     top = torch.topk(bias, 5).indices.numpy()

@@ -56,7 +56,7 @@ def _naive_als(
     rank: int,
     reg_u: float,
     reg_v: float,
-    iters: int,
+    epochs: int,
     biases: bool,
     init_scale: float,
     seed: int,
@@ -70,7 +70,7 @@ def _naive_als(
     x = R.values.double()
     mu = float(x.mean()) if biases else 0.0
     rows, cols = R.rows.tolist(), R.cols.tolist()
-    for _ in range(iters):
+    for _ in range(epochs):
         for n in range(R.n_rows):
             A = torch.zeros(rank + biases, rank + biases, dtype=torch.float64)
             y = torch.zeros(rank + biases, dtype=torch.float64)
@@ -112,7 +112,7 @@ def test_reaches_noise_floor_on_synthetic_low_rank():
     R, truth = synthetic_ratings(300, 200, rank=5, density=0.5, noise=noise, seed=0)
     train, test = random_split(R, 0.1, seed=0)
     # prior precision relative to unit noise: noise^2 / Var(U_ik) = 0.25 * sqrt(5)
-    fit = als(train, rank=5, reg_u=0.5, reg_v=0.5, iters=100, biases=False)
+    fit = als(train, rank=5, reg_u=0.5, reg_v=0.5, epochs=100, biases=False)
     pred = fit.predict(test)
     assert rmse(test.values, pred) < 1.1 * noise
     # against the noise-free truth the error is well below the noise level
@@ -126,7 +126,7 @@ def test_biases_recover_offsets_on_synthetic():
         300, 200, rank=3, density=0.3, noise=noise, seed=1, biases=True, mean=3.0
     )
     train, test = random_split(R, 0.1, seed=0)
-    fit = als(train, rank=3, reg_u=0.5, reg_v=0.5, iters=100, biases=True)
+    fit = als(train, rank=3, reg_u=0.5, reg_v=0.5, epochs=100, biases=True)
     pred = fit.predict(test)
     assert rmse(truth.expected(test.rows, test.cols), pred) < 0.45 * noise
     assert abs(fit.mean - 3.0) < 0.2
@@ -150,7 +150,7 @@ def test_solution_satisfies_normal_equations(biases: bool, weighted: bool):
         reg_u=reg_u,
         reg_v=reg_v,
         reg_bias=reg_b,
-        iters=5000,
+        epochs=5000,
         tol=1e-15,
         biases=biases,
         prior_mean_u=u0,
@@ -185,12 +185,12 @@ def test_empty_rows_and_columns_get_their_prior_mean():
     )
     u0 = torch.arange(8, dtype=torch.float32).reshape(4, 2) / 10
     v0 = torch.tensor([0.3, -0.2])
-    fit = als(R, rank=2, reg_u=1.0, reg_v=1.0, iters=10, prior_mean_u=u0, prior_mean_v=v0)
+    fit = als(R, rank=2, reg_u=1.0, reg_v=1.0, epochs=10, prior_mean_u=u0, prior_mean_v=v0)
     assert torch.equal(fit.U[3], u0[3])
     assert torch.equal(fit.V[4], v0)
     assert fit.row_bias[3] == 0 and fit.col_bias[4] == 0
     # with ALS-WR weighting too (a zero count must not make the system singular)
-    fit = als(R, rank=2, reg_u=1.0, reg_v=1.0, iters=10, prior_mean_u=u0, weighted_reg=True)
+    fit = als(R, rank=2, reg_u=1.0, reg_v=1.0, epochs=10, prior_mean_u=u0, weighted_reg=True)
     assert torch.equal(fit.U[3], u0[3])
     assert torch.isfinite(fit.U).all() and torch.isfinite(fit.V).all()
 
@@ -204,7 +204,7 @@ def test_huge_regularisation_pins_factors_to_prior_mean():
         rank=2,
         reg_u=1e9,
         reg_v=1e9,
-        iters=5,
+        epochs=5,
         prior_mean_u=u0,
         prior_mean_v=v0,
         dtype=torch.float64,
@@ -215,7 +215,7 @@ def test_huge_regularisation_pins_factors_to_prior_mean():
 
 def test_prior_mean_shifts_the_row_solution_as_the_map_formula_says():
     R = _tiny(10, 6)
-    V = als(R, rank=2, iters=30, biases=False, dtype=torch.float64).V
+    V = als(R, rank=2, epochs=30, biases=False, dtype=torch.float64).V
     u0 = torch.tensor([1.0, -2.0], dtype=torch.float64)
     lam = 0.8
     # init_scale=0 starts V exactly at its prior mean, so the first row update
@@ -224,7 +224,7 @@ def test_prior_mean_shifts_the_row_solution_as_the_map_formula_says():
         R,
         rank=2,
         reg_u=lam,
-        iters=1,
+        epochs=1,
         biases=False,
         prior_mean_u=u0,
         prior_mean_v=V,
@@ -235,7 +235,7 @@ def test_prior_mean_shifts_the_row_solution_as_the_map_formula_says():
         R,
         rank=2,
         reg_u=lam,
-        iters=1,
+        epochs=1,
         biases=False,
         prior_mean_v=V,
         init_scale=0.0,
@@ -259,7 +259,7 @@ def test_prior_mean_shifts_the_row_solution_as_the_map_formula_says():
 def test_objective_history_is_non_increasing(dtype: torch.dtype, weighted: bool):
     R, _ = synthetic_ratings(60, 40, rank=3, density=0.3, noise=0.5, seed=2, biases=True)
     fit = als(
-        R, rank=4, reg_u=0.3, reg_v=0.3, iters=40, tol=0.0, dtype=dtype, weighted_reg=weighted
+        R, rank=4, reg_u=0.3, reg_v=0.3, epochs=40, tol=0.0, dtype=dtype, weighted_reg=weighted
     )
     h = torch.tensor(fit.history, dtype=torch.float64)
     assert len(h) == 40 and fit.n_iter == 40 and not fit.converged
@@ -271,14 +271,14 @@ def test_objective_history_is_non_increasing(dtype: torch.dtype, weighted: bool)
 def test_batched_equals_naive_per_row_loop(biases: bool):
     R = _tiny(6, 5)
     U, V, b, c, mu = _naive_als(
-        R, rank=2, reg_u=0.5, reg_v=0.5, iters=3, biases=biases, init_scale=0.1, seed=4
+        R, rank=2, reg_u=0.5, reg_v=0.5, epochs=3, biases=biases, init_scale=0.1, seed=4
     )
     fit = als(
         R,
         rank=2,
         reg_u=0.5,
         reg_v=0.5,
-        iters=3,
+        epochs=3,
         tol=0.0,
         biases=biases,
         seed=4,
@@ -294,9 +294,9 @@ def test_batched_equals_naive_per_row_loop(biases: bool):
 
 def test_chunking_gives_identical_results():
     R, _ = synthetic_ratings(50, 30, rank=3, density=0.3, noise=0.5, seed=6)
-    ref = als(R, rank=3, iters=5, tol=0.0, chunk_size=len(R))
+    ref = als(R, rank=3, epochs=5, tol=0.0, chunk_size=len(R))
     for chunk in (1, 7, 100, None):
-        fit = als(R, rank=3, iters=5, tol=0.0, chunk_size=chunk)
+        fit = als(R, rank=3, epochs=5, tol=0.0, chunk_size=chunk)
         torch.testing.assert_close(fit.U, ref.U, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(fit.V, ref.V, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(fit.row_bias, ref.row_bias, atol=1e-6, rtol=1e-6)
@@ -305,9 +305,9 @@ def test_chunking_gives_identical_results():
 
 def test_deterministic_and_seed_dependent():
     R, _ = synthetic_ratings(40, 30, rank=3, density=0.3, noise=0.5, seed=7)
-    a = als(R, rank=3, iters=3, seed=1)
-    b = als(R, rank=3, iters=3, seed=1)
-    c = als(R, rank=3, iters=3, seed=2)
+    a = als(R, rank=3, epochs=3, seed=1)
+    b = als(R, rank=3, epochs=3, seed=1)
+    c = als(R, rank=3, epochs=3, seed=2)
     assert torch.equal(a.U, b.U) and torch.equal(a.V, b.V)
     assert not torch.equal(a.U, c.U)
 
@@ -315,7 +315,7 @@ def test_deterministic_and_seed_dependent():
 def test_logging_and_progress(caplog: pytest.LogCaptureFixture):
     R = _tiny()
     with caplog.at_level(logging.DEBUG, logger="bayesmf.inference.als"):
-        fit = als(R, rank=2, iters=3, tol=0.0, progress=True)
+        fit = als(R, rank=2, epochs=3, tol=0.0, progress=True)
     assert sum("als iter" in r.getMessage() for r in caplog.records) == 3
     assert fit.n_iter == 3
 
@@ -325,7 +325,7 @@ def test_logging_and_progress(caplog: pytest.LogCaptureFixture):
 
 def test_mapfactors_api():
     R = _tiny()
-    fit = als(R, rank=2, iters=5, device="cpu")
+    fit = als(R, rank=2, epochs=5, device="cpu")
     assert isinstance(fit, MAPFactors)
     U, V = fit
     assert U is fit.U and V is fit.V
@@ -336,7 +336,7 @@ def test_mapfactors_api():
     assert torch.equal(p1, p2) and torch.equal(p1, p3)
     manual = (U[R.rows] * V[R.cols]).sum(-1) + fit.row_bias[R.rows] + fit.col_bias[R.cols]
     torch.testing.assert_close(p1, manual + fit.mean)
-    clamped = fit.predict(R, clamp_to=(2.5, 3.5))
+    clamped = fit.predict(R, clamp=(2.5, 3.5))
     assert clamped.min() >= 2.5 and clamped.max() <= 3.5
     moved = fit.to("cpu", dtype=torch.float64)
     assert moved.U.dtype == torch.float64 and moved.history == fit.history
@@ -347,8 +347,8 @@ def test_mapfactors_api():
         fit.predict(torch.tensor([R.n_rows]), torch.tensor([0]))
     with pytest.raises(ValueError):
         fit.predict(R, R.cols)
-    with pytest.raises(ValueError):  # no scale known
-        fit.predict(R, clamp_to=True)
+    # clamp=True means "to the scale when one is known", as for every fit
+    assert torch.equal(fit.predict(R, clamp=True), fit.predict(R))
 
 
 @pytest.mark.parametrize(
@@ -359,7 +359,7 @@ def test_mapfactors_api():
         {"reg_u": 0.0},
         {"reg_v": -1.0},
         {"reg_bias": 0.0},
-        {"iters": 0},
+        {"epochs": 0},
         {"tol": -1.0},
         {"init_scale": -0.1},
         {"prior_mean_u": torch.zeros(3, 3)},
@@ -388,16 +388,16 @@ def test_movielens_100k_rmse(data_dir):
 
     R = load_movielens("100k", root=data_dir).to_ratings()
     train, test = random_split(R, 0.1, seed=0)
-    fit = als(train, rank=10, reg_u=10.0, reg_v=10.0, iters=20)
-    score = rmse(test.values, fit.predict(test, clamp_to=True))
+    fit = als(train, rank=10, reg_u=10.0, reg_v=10.0, epochs=20)
+    score = rmse(test.values, fit.predict(test, clamp=True))
     assert score <= 0.95, score  # about 0.892 (0.90 after 20 sweeps)
 
 
 def test_reg_is_shorthand_for_equal_row_and_column_regularisation():
     R, _ = synthetic_ratings(n_rows=40, n_cols=30, rank=2, density=0.5, seed=3)
-    short = als(R, rank=2, reg=2.5, iters=10)
-    long = als(R, rank=2, reg_u=2.5, reg_v=2.5, iters=10)
-    other = als(R, rank=2, iters=10)
+    short = als(R, rank=2, reg=2.5, epochs=10)
+    long = als(R, rank=2, reg_u=2.5, reg_v=2.5, epochs=10)
+    other = als(R, rank=2, epochs=10)
     assert torch.equal(short.U, long.U) and torch.equal(short.V, long.V)
     assert not torch.allclose(short.U, other.U)
     with pytest.raises(ValueError, match="reg"):

@@ -53,7 +53,10 @@ def test_fit_movielens_random_split(data_dir, capsys, tmp_path):
     assert _number(r"test RMSE ([\d.]+)", out) <= 0.95
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert metrics["n_train"] == 90_000 and metrics["n_test"] == 10_000
-    assert (tmp_path / "run" / "factors.pt").exists()
+    import bayesmf
+
+    fit = bayesmf.load(tmp_path / "run" / "fit.pt")  # a MAP fit loads like every other fit
+    assert type(fit).__name__ == "MAPFactors" and fit.U.shape == (943, 10)
 
 
 def test_fit_user_csv(tmp_path, capsys):
@@ -132,9 +135,10 @@ def test_fit_gibbs_with_ard_on_user_csv(tmp_path, capsys):
     assert isinstance(fit, inference.SampleFit) and fit.draws["scale_U"].shape == (60, 3)
 
 
-def test_fit_needs_a_source():
-    with pytest.raises(SystemExit):
-        main(["fit", "--model", "als"])
+def test_fit_needs_a_source(capsys):
+    assert main(["fit", "--model", "als"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--dataset" in err and "--ratings" in err
 
 
 def test_help_lists_every_option(capsys):
@@ -153,5 +157,9 @@ def test_help_lists_every_option(capsys):
         "--offline",
         "--scale",
         "--duplicates",
+        "--adjacency",
+        "--no-header",
+        "--burn-in",
     ):
         assert opt in text
+    assert "(default: 10)" in text and "(default: als)" in text  # every default is shown

@@ -7,7 +7,7 @@ import torch
 
 from bayesmf import data, inference, models
 from bayesmf.data import Ratings
-from bayesmf.inference.unrolled import map_objective
+from bayesmf.models.unrolled import map_objective
 from bayesmf.models.exchangeable import ExchangeableLayer, masked_mean
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -151,7 +151,7 @@ def test_unrolled_map_approaches_als_with_many_steps():
     U, V = inference.unrolled_map(X, B, U0, V0, lam, 0.05, 6000)
     r, c = B.nonzero(as_tuple=True)
     R = Ratings(r, c, X[r, c], shape=(N, M))
-    f = inference.als(R, rank=K, reg_u=lam, reg_v=lam, biases=False, iters=2000, tol=1e-14,
+    f = inference.als(R, rank=K, reg_u=lam, reg_v=lam, biases=False, epochs=2000, tol=1e-14,
                       prior_mean_u=U0, prior_mean_v=V0, init_scale=0.0, dtype=torch.float64)
     P_gd, P_als = U @ V.T, f.U @ f.V.T
     torch.testing.assert_close(P_gd[B > 0], P_als[B > 0], atol=2e-2, rtol=0)
@@ -182,7 +182,7 @@ def _mf_mse(episodes: list) -> float:
         for b in range(len(ep)):  # per-matrix MAP baseline
             r, c = ep.train_mask[b].nonzero(as_tuple=True)
             R = Ratings(r, c, ep.X[b][r, c], shape=tuple(ep.train_mask[b].shape))
-            f = inference.als(R, rank=2, reg_u=1.0, reg_v=1.0, iters=50)
+            f = inference.als(R, rank=2, reg_u=1.0, reg_v=1.0, epochs=50)
             P = f.U @ f.V.T + f.mean + f.row_bias[:, None] + f.col_bias[None]
             t = ep.test_mask[b]
             sse += float(((P - ep.X[b])[t] ** 2).sum())

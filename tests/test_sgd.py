@@ -91,9 +91,9 @@ def test_full_batch_gradient_descent_decreases_the_objective():
 
 
 def test_logging(caplog: pytest.LogCaptureFixture, synthetic):
-    with caplog.at_level(logging.DEBUG, logger="bayesmf.inference.sgd"):
+    with caplog.at_level(logging.DEBUG, logger="bayesmf.inference.loop"):
         sgd_mf(synthetic[0], rank=2, epochs=2, progress=True)
-    assert sum("sgd epoch" in r.getMessage() for r in caplog.records) == 2
+    assert sum("SGD epoch" in r.getMessage() for r in caplog.records) == 2
 
 
 @pytest.mark.parametrize(
@@ -137,5 +137,5 @@ def test_movielens_100k_rmse(data_dir):
     R = load_movielens("100k", root=data_dir).to_ratings()
     train, test = random_split(R, 0.1, seed=0)
     fit = sgd_mf(train)  # the defaults
-    score = rmse(test.values, fit.predict(test, clamp_to=True))
+    score = rmse(test.values, fit.predict(test, clamp=True))
     assert score <= 0.95, score  # about 0.895

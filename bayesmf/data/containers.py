@@ -484,6 +484,51 @@ class Pairs:
         idx = _tensor(index)
         return Pairs(self.i[idx], self.j[idx], self.labels[idx], self.n_nodes)
 
+    # The entries of the n_nodes x n_nodes matrix, named as in Ratings, so that a factor
+    # model and its fitters read pairs and ratings alike.
+    @property
+    def rows(self) -> torch.Tensor:
+        """``i`` (the matrix row of each pair)."""
+        return self.i
+
+    @property
+    def cols(self) -> torch.Tensor:
+        """``j`` (the matrix column of each pair)."""
+        return self.j
+
+    @property
+    def values(self) -> torch.Tensor:
+        """``labels`` as floats."""
+        return self.labels
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_nodes, n_nodes)``."""
+        return (self.n_nodes, self.n_nodes)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Link probabilities lie in ``(0, 1)``."""
+        return (0.0, 1.0)
+
+    @property
+    def device(self) -> torch.device:
+        return self.i.device
+
+    def to(self, device: str | torch.device) -> Pairs:
+        """A copy on ``device`` (the same object when already there)."""
+        if torch.device(device) == self.i.device:
+            return self
+        out = object.__new__(Pairs)
+        for k, v in (("i", self.i), ("j", self.j), ("labels", self.labels)):
+            object.__setattr__(out, k, v.to(device))
+        object.__setattr__(out, "n_nodes", self.n_nodes)
+        return out
+
+    def clamp(self, values: torch.Tensor) -> torch.Tensor:
+        """Clamp to [0, 1]."""
+        return values.clamp(0.0, 1.0)
+
     def to_ratings(
         self, symmetric: bool = True, names: np.ndarray | None = None, name: str = "pairs"
     ) -> Ratings:
@@ -666,6 +711,29 @@ class Network:
         keep = self.observed_mask()[i, j]
         i, j = i[keep], j[keep]
         return Pairs(i, j, self.adjacency[i, j], self.n_nodes)
+
+    def observed_pairs(self) -> Pairs:
+        """Every observed pair ``i < j`` (all pairs minus ``unobserved``) with its 0/1 label.
+
+        The training data of a network model (e.g. :class:`bayesmf.models.LatentFeatureNetwork`):
+        links and non-links alike, sorted by ``(i, j)``. Vectorised over pair keys
+        ``i * n_nodes + j``, without dense ``n_nodes x n_nodes`` matrices.
+
+        Examples
+        --------
+        >>> net = Network(4, [[0, 1], [2, 3]], unobserved=[[0, 2]])
+        >>> p = net.observed_pairs()
+        >>> len(p), p.labels.tolist()
+        (5, [1.0, 0.0, 0.0, 0.0, 1.0])
+        """
+        n = self.n_nodes
+        i, j = torch.triu_indices(n, n, offset=1)
+        keys = i * n + j
+        if self.unobserved is not None and self.unobserved.shape[0]:
+            keep = ~torch.isin(keys, self.unobserved[:, 0] * n + self.unobserved[:, 1])
+            i, j, keys = i[keep], j[keep], keys[keep]
+        labels = torch.isin(keys, self.edges[:, 0] * n + self.edges[:, 1])
+        return Pairs(i, j, labels.float(), n)
 
     def to_ratings(self) -> Ratings:
         """The observed pairs as a symmetric 0/1 :class:`Ratings` (both (i,j) and (j,i))."""

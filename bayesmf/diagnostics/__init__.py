@@ -2,27 +2,42 @@
 
 Metrics (:mod:`~bayesmf.diagnostics.metrics`), the ArviZ conversion of a fit
 (:func:`to_inference_data`), diagnostics of a variational fit (:func:`pareto_khat`,
-:func:`interval_coverage`) and plots (:func:`plot_elbo`, :func:`plot_ppc`). ArviZ and
-matplotlib are imported only when these functions run, so ``import bayesmf`` stays light.
+:func:`interval_coverage`) and plots (:func:`plot_elbo`, :func:`plot_ppc`,
+:func:`plot_block_structure`). Each is imported from its module on first use, so ArviZ,
+xarray, SciPy and matplotlib load only when a function that needs them is called.
 """
 
-from .arviz import to_inference_data
-from .blocks import plot_block_structure
-from .metrics import auc, coverage, mae, mse, rmse
-from .plots import plot_elbo, plot_ppc
-from .vi import PSISResult, interval_coverage, pareto_khat
+from __future__ import annotations
 
-__all__ = [
-    "auc",
-    "coverage",
-    "mae",
-    "mse",
-    "rmse",
-    "to_inference_data",
-    "pareto_khat",
-    "PSISResult",
-    "interval_coverage",
-    "plot_elbo",
-    "plot_ppc",
-    "plot_block_structure",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "auc": "metrics",
+    "coverage": "metrics",
+    "mae": "metrics",
+    "mse": "metrics",
+    "rmse": "metrics",
+    "to_inference_data": "arviz",
+    "pareto_khat": "vi",
+    "PSISResult": "vi",
+    "interval_coverage": "vi",
+    "plot_elbo": "plots",
+    "plot_ppc": "plots",
+    "plot_block_structure": "blocks",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bayesmf.diagnostics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..data.containers import Ratings
-from .vi import _draw_chunk
+from .vi import draw_chunk
 
 __all__ = ["to_inference_data", "combine_groups"]
 
@@ -133,6 +133,7 @@ def _posterior(
     row_ids: np.ndarray,
     col_ids: np.ndarray,
     num_samples: int,
+    chains: int = 1,
 ) -> Any:
     import xarray as xr
 
@@ -142,7 +143,8 @@ def _posterior(
         if unknown:
             raise ValueError(f"unknown latent sites {unknown}; the model has {names}")
     data_vars: dict[str, Any] = {}
-    coords: dict[str, Any] = {"chain": [0], "draw": np.arange(num_samples)}
+    coords: dict[str, Any] = {"chain": np.arange(chains),
+                              "draw": np.arange(num_samples // chains)}
     for spec in specs:
         if include is not None and spec.name not in include:
             continue
@@ -154,7 +156,9 @@ def _posterior(
             if dim in coords and len(coords[dim]) != size:
                 raise ValueError(f"dimension {dim!r} has two sizes ({len(coords[dim])}, {size})")
             coords[dim] = c
-        data_vars[spec.name] = (("chain", "draw", *dims), _numpy(z[spec.name])[None])
+        value = _numpy(z[spec.name])
+        value = value.reshape(chains, -1, *value.shape[1:])  # chain after chain
+        data_vars[spec.name] = (("chain", "draw", *dims), value)
     return xr.Dataset(data_vars, coords=coords)
 
 
@@ -165,7 +169,7 @@ def _predictive(
     """Pointwise log-likelihood (float64) and predictive draws from the draws ``z``."""
     model = fit.model
     num_samples = next(iter(z.values())).shape[0]
-    step = _draw_chunk(model, len(data))
+    step = draw_chunk(model, len(data))
     lls, means = [], []
     for a in range(0, num_samples, step):
         zc = {k: v[a : a + step] for k, v in z.items()}
@@ -246,9 +250,13 @@ def to_inference_data(
     col_ids = _ids(info, "col_ids", model.n_cols)
 
     z = fit.sample(num_samples, seed=seed)
+    # a SampleFit returns its kept draws, chain after chain (possibly fewer than asked for)
+    num_samples = int(next(iter(z.values())).shape[0])
+    chains = int(getattr(fit, "num_chains", 1))
+    chains = chains if num_samples % chains == 0 else 1
     specs = model.latent_specs()
     groups: dict[str, Any] = {
-        "posterior": _posterior(z, specs, include, row_ids, col_ids, num_samples)
+        "posterior": _posterior(z, specs, include, row_ids, col_ids, num_samples, chains)
     }
 
     data = test
@@ -269,16 +277,17 @@ def to_inference_data(
         ll, draws = _predictive(fit, z, data, seed)
         rows, cols = _numpy(data.rows), _numpy(data.cols)
         coords = {
-            "chain": [0],
-            "draw": np.arange(num_samples),
+            "chain": np.arange(chains),
+            "draw": np.arange(num_samples // chains),
             "rating": np.arange(len(data)),
             "user": ("rating", row_ids[rows]),
             "item": ("rating", col_ids[cols]),
         }
         obs_coords = {k: v for k, v in coords.items() if k not in ("chain", "draw")}
         dims = ("chain", "draw", "rating")
-        groups["posterior_predictive"] = xr.Dataset({"obs": (dims, draws[None])}, coords=coords)
-        groups["log_likelihood"] = xr.Dataset({"obs": (dims, ll[None])}, coords=coords)
+        draws, ll = draws.reshape(chains, -1, len(data)), ll.reshape(chains, -1, len(data))
+        groups["posterior_predictive"] = xr.Dataset({"obs": (dims, draws)}, coords=coords)
+        groups["log_likelihood"] = xr.Dataset({"obs": (dims, ll)}, coords=coords)
         groups["observed_data"] = xr.Dataset(
             {"obs": (("rating",), _numpy(data.values))}, coords=obs_coords
         )

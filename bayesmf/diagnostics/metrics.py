@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 __all__ = ["mse", "rmse", "mae", "auc", "coverage"]
 
@@ -96,6 +95,8 @@ def auc(labels: Any, scores: Any) -> float:
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError("AUC needs both positive and negative labels")
+    from scipy.stats import rankdata
+
     ranks = rankdata(s)  # average ranks for ties
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 

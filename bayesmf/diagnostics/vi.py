@@ -129,7 +129,7 @@ def _entry_chunk(model: GaussianFactorModel, num_draws: int) -> int:
     return max(1, _CHUNK_ELEMENTS // (num_draws * width))
 
 
-def _draw_chunk(model: GaussianFactorModel, n: int) -> int:
+def draw_chunk(model: GaussianFactorModel, n: int) -> int:
     width = max(int(getattr(model, "n_inputs", 0) or 0), int(getattr(model, "rank", 0) or 0), 1)
     return max(1, _CHUNK_ELEMENTS // max(1, n * width))
 
@@ -330,7 +330,7 @@ def pareto_khat(fit: Any, data: Ratings, num_samples: int = 1000, seed: int = 0)
     data = data.to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
     ratios = []
-    step = _draw_chunk(model, len(data))
+    step = draw_chunk(model, len(data))
     for a in range(0, num_samples, step):
         s = min(step, num_samples - a)
         z = fit.guide.sample_latents(s, generator=gen)

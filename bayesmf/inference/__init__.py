@@ -1,30 +1,49 @@
-"""How models are fitted: MAP solvers (ALS, SGD), SVI, Gibbs sampling, the SBM's mean-field
-VI, unrolled MAP, meta-training and MAML, and the deep MF fitter.
+"""How models are fitted.
 
-Note that the function ``bayesmf.inference.als`` shadows the module of the same
-name; reach the module with ``from bayesmf.inference.als import ...`` or
-``sys.modules["bayesmf.inference.als"]``.
+Engines (each returns a :class:`~bayesmf.inference.fits.Fit`, the one result interface):
+
+* :func:`fit_svi` — SVI with a mean-field guide built from the model's sites;
+* :func:`fit_gibbs` — blocked Gibbs sampling (several chains) of Bayesian MF;
+* :func:`fit_sbm` — the block model's mean-field VI (closed-form q(Z) steps);
+* :func:`als`, :func:`sgd_mf` — MAP matrix factorisation;
+* :func:`fit_deep_mf` — deep two-branch MF (MAP);
+* :func:`meta_train`, :func:`maml_train` — episodic meta-training;
+  :func:`fit_meta_posterior` — the posterior under a meta-learned prior, by SVI.
+
+Every iterative engine runs the one training loop (:mod:`.loop`); every file is written and
+read by :mod:`.files`; :func:`load` (also ``bayesmf.load``) reads any saved fit.
+
+Note that the function ``bayesmf.inference.als`` shadows the module of the same name; reach
+the module with ``from bayesmf.inference.als import ...``.
 """
 
 from __future__ import annotations
 
+from ..models.unrolled import map_objective, unrolled_map
 from .als import MAPFactors, als
 from .deep_mf_fit import DeepMFFit, fit_deep_mf
+from .files import FitFileError, ResumeMismatch
+from .fits import Fit, NoPosteriorError, load
 from .gibbs import SampleFit, fit_gibbs
 from .guides import MeanFieldGuide
+from .loop import LoopResult
 from .maml import MAML, maml_train
 from .meta_train import MetaTrainResult, evaluate_episodes, meta_train
 from .sbm import SBMFit, fit_sbm, load_sbm
 from .sgd import sgd_mf
-from .svi import VariationalFit, fit_svi, load
-from .unrolled import map_objective, unrolled_map
+from .svi import VariationalFit, fit_svi
 
 __all__ = [
     "DeepMFFit",
+    "Fit",
+    "FitFileError",
+    "LoopResult",
     "MAML",
     "MAPFactors",
     "MeanFieldGuide",
     "MetaTrainResult",
+    "NoPosteriorError",
+    "ResumeMismatch",
     "SBMFit",
     "SampleFit",
     "VariationalFit",

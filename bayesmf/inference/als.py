@@ -39,8 +39,8 @@ the plain :math:`x_{nm} = u_n^\\top v_m + \\varepsilon` (no mean, no biases).
 from __future__ import annotations
 
 import logging
-import math
 import numbers
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -50,6 +50,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.containers import Ratings
+from . import files
+from .checks import check_int, check_positive, check_rank
+from .fits import Fit, data_info, deprecated_kwarg
+from .loop import show_progress
 
 __all__ = ["MAPFactors", "als"]
 
@@ -57,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 #: Number of Gram-matrix elements materialised at once when accumulating the
 #: per-rating outer products (``chunk * D * D``); bounds memory for large data.
-_GRAM_BUDGET = 1 << 20
+GRAM_BUDGET = 1 << 20
 
 
 def _as_index(x: Any, device: torch.device) -> torch.Tensor:
@@ -71,8 +75,9 @@ def _as_index(x: Any, device: torch.device) -> torch.Tensor:
 
 
 @dataclass(eq=False)
-class MAPFactors:
-    """A point estimate of a (biased) matrix factorisation.
+class MAPFactors(Fit):
+    """A point estimate of a (biased) matrix factorisation (from :func:`als` or
+    :func:`~bayesmf.inference.sgd_mf`).
 
     Predictions are ``mean + row_bias[n] + col_bias[m] + U[n] @ V[m]`` (bias
     terms left out when they are ``None``).
@@ -99,7 +104,11 @@ class MAPFactors:
     val_history : list of float
         Validation RMSE per epoch (SGD with ``val=``), else empty.
     scale : (float, float), optional
-        The rating scale of the training data, used by ``predict(clamp_to=True)``.
+        The rating scale of the training data, used by ``predict(clamp=True)``.
+    settings, train_info : dict
+        The options of the fit and the training data's shape, ids and fingerprint.
+    fit_seconds : float
+        Wall-clock time of the fit.
 
     Examples
     --------
@@ -122,6 +131,13 @@ class MAPFactors:
     n_iter: int = 0
     val_history: list[float] = field(default_factory=list)
     scale: tuple[float, float] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    train_info: dict[str, Any] = field(default_factory=dict)
+    fit_seconds: float = 0.0
+
+    kind = "MAPFactors"
+    has_posterior = False
+    inference_name = "MAP point estimate"
 
     # ---------------------------------------------------------------- shape
     @property
@@ -176,7 +192,11 @@ class MAPFactors:
         self,
         ratings_or_rows: Ratings | torch.Tensor | Sequence[int] | np.ndarray,
         cols: torch.Tensor | Sequence[int] | np.ndarray | None = None,
-        clamp_to: tuple[float, float] | bool | None = None,
+        *,
+        clamp: tuple[float, float] | bool = False,
+        num_samples: int | None = None,
+        seed: int = 0,
+        **deprecated: Any,
     ) -> torch.Tensor:
         """Predicted values at the given (row, column) pairs.
 
@@ -187,9 +207,13 @@ class MAPFactors:
             the row indices.
         cols : int array of shape (n,), optional
             Column indices; required when row indices are given.
-        clamp_to : (float, float) or bool, optional
-            Clamp the predictions to this range. ``True`` uses the scale of the
-            given ``Ratings`` or, failing that, of the training data.
+        clamp : bool or (float, float)
+            Clamp the predictions: ``True`` to the scale of the given ``Ratings`` or,
+            failing that, of the training data (no-op when neither is known); or to a given
+            ``(low, high)``.
+            (``clamp_to=`` is the deprecated spelling.)
+        num_samples, seed
+            Ignored (a point estimate); accepted so every fit is called alike.
 
         Returns
         -------
@@ -200,9 +224,14 @@ class MAPFactors:
         --------
         >>> import torch
         >>> f = MAPFactors(U=torch.ones(1, 1), V=torch.tensor([[9.0]]), scale=(1.0, 5.0))
-        >>> f.predict([0], [0]).item(), f.predict([0], [0], clamp_to=True).item()
+        >>> f.predict([0], [0]).item(), f.predict([0], [0], clamp=True).item()
         (9.0, 5.0)
         """
+        if "clamp_to" in deprecated:
+            clamp = deprecated_kwarg(deprecated, "clamp_to", "clamp", "MAPFactors.predict")
+            clamp = False if clamp is None else clamp
+        if deprecated:
+            raise TypeError(f"unexpected keyword arguments {sorted(deprecated)}")
         scale = self.scale
         if isinstance(ratings_or_rows, Ratings):
             if cols is not None:
@@ -229,32 +258,44 @@ class MAPFactors:
             pred = pred + self.row_bias[rows]
         if self.col_bias is not None:
             pred = pred + self.col_bias[cols_t]
-        if clamp_to is True:
-            if scale is None:
-                raise ValueError("clamp_to=True but no rating scale is known; pass (low, high)")
-            clamp_to = scale
-        if clamp_to:
-            lo, hi = clamp_to  # type: ignore[misc]
+        if clamp is True:
+            clamp = scale or False  # no scale known: nothing to clamp to
+        if clamp:
+            lo, hi = clamp  # type: ignore[misc]
             pred = pred.clamp(float(lo), float(hi))
         return pred
+
+    # --------------------------------------------------------------- saving
+    def _payload(self) -> dict[str, Any]:
+        return {
+            **self._common_payload(),
+            "U": self.U.detach().cpu(), "V": self.V.detach().cpu(),
+            "row_bias": None if self.row_bias is None else self.row_bias.detach().cpu(),
+            "col_bias": None if self.col_bias is None else self.col_bias.detach().cpu(),
+            "mean": float(self.mean), "converged": bool(self.converged),
+            "n_iter": int(self.n_iter), "val_history": [float(x) for x in self.val_history],
+            "scale": None if self.scale is None else list(self.scale),
+        }
+
+    @classmethod
+    def _from_payload(
+        cls, payload: dict[str, Any], device: str | torch.device | None = None
+    ) -> MAPFactors:
+        common = cls._common_from(payload)
+        fit = cls(
+            U=payload["U"], V=payload["V"], row_bias=payload["row_bias"],
+            col_bias=payload["col_bias"], mean=payload["mean"], history=common["history"],
+            converged=payload["converged"], n_iter=payload["n_iter"],
+            val_history=payload["val_history"],
+            scale=None if payload["scale"] is None else tuple(payload["scale"]),
+            settings=common["settings"], train_info=common["train_info"],
+            fit_seconds=common["fit_seconds"],
+        )
+        return fit if device is None else fit.to(device)
 
 
 # ---------------------------------------------------------------------------
 # helpers
-
-
-def _check_positive(name: str, value: float) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return float(value)
-
-
-def _check_rank(rank: Any) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-        raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
-    return int(rank)
 
 
 def _prior_mean(
@@ -276,13 +317,13 @@ def _prior_mean(
 
 def _chunk_size(chunk_size: int | None, dim: int) -> int:
     if chunk_size is None:
-        return max(1, _GRAM_BUDGET // (dim * dim))
+        return max(1, GRAM_BUDGET // (dim * dim))
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     return chunk_size
 
 
-def _gram(
+def gram(
     target: torch.Tensor,
     other: torch.Tensor,
     y: torch.Tensor,
@@ -329,17 +370,17 @@ def _solve_side(
 ) -> torch.Tensor:
     """Solve all ``(sum_m f_m f_m^T + diag(lam_n)) theta_n = sum_m y_nm f_m + lam_n * prior_n``.
 
-    ``lam`` holds the per-target diagonal regularisers ``(n_target, D)`` (see :func:`_gram`
+    ``lam`` holds the per-target diagonal regularisers ``(n_target, D)`` (see :func:`gram`
     for the other arguments).
     """
-    gram, rhs = _gram(target, other, y, feats, n_target, chunk)
-    gram.diagonal(dim1=-2, dim2=-1).add_(lam)
+    G, rhs = gram(target, other, y, feats, n_target, chunk)
+    G.diagonal(dim1=-2, dim2=-1).add_(lam)
     rhs.add_(lam * prior)
-    chol, info = torch.linalg.cholesky_ex(gram)
+    chol, info = torch.linalg.cholesky_ex(G)
     sol = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
     bad = info != 0
     if bool(bad.any()):  # numerically indefinite (extreme scales): fall back to LU
-        sol[bad] = torch.linalg.solve(gram[bad], rhs[bad])
+        sol[bad] = torch.linalg.solve(G[bad], rhs[bad])
     # Rows/columns without ratings get exactly their prior mean.
     return torch.where(has_data[:, None], sol, prior)
 
@@ -364,7 +405,7 @@ def als(
     rank: int = 10,
     reg_u: float = 10.0,
     reg_v: float = 10.0,
-    iters: int = 30,
+    epochs: int = 30,
     *,
     reg: float | None = None,
     biases: bool = True,
@@ -376,9 +417,10 @@ def als(
     init_scale: float = 0.1,
     seed: int = 0,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     dtype: torch.dtype | None = None,
     chunk_size: int | None = None,
+    **deprecated: Any,
 ) -> MAPFactors:
     """MAP matrix factorisation by (vectorised) alternating least squares.
 
@@ -406,7 +448,7 @@ def als(
         ratings per row (on MovieLens-100K, 15 with ``reg_bias=5`` was best on a
         validation split, see ``benchmarks/classical.py``). Use small values for
         nearly noise-free data.
-    iters : int
+    epochs : int
         Maximum number of sweeps.
     reg : float, optional
         Shorthand for ``reg_u = reg_v = reg`` (overrides both).
@@ -437,7 +479,7 @@ def als(
     device : str or torch.device, optional
         Where to compute; default the device of ``ratings``.
     progress : bool
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (default: only in a terminal).
     dtype : torch.dtype, optional
         Floating dtype of the computation and of the result; default the dtype of
         ``ratings.values`` (usually float32). Use ``torch.float64`` for exact MAP
@@ -455,7 +497,7 @@ def als(
     Raises
     ------
     ValueError
-        If ``rank < 1``, a regulariser is not positive, ``iters < 1``, ``tol < 0``,
+        If ``rank < 1``, a regulariser is not positive, ``epochs < 1``, ``tol < 0``,
         ``init_scale < 0`` or a prior mean has the wrong shape.
 
     Examples
@@ -463,26 +505,29 @@ def als(
     >>> from bayesmf.data import Ratings
     >>> R = Ratings([0, 0, 1, 1, 2], [0, 1, 1, 2, 0], [5.0, 3.0, 4.0, 1.0, 4.0],
     ...             shape=(3, 3), scale=(1, 5))
-    >>> fit = als(R, rank=2, reg_u=0.5, reg_v=0.5, iters=50)
+    >>> fit = als(R, rank=2, reg_u=0.5, reg_v=0.5, epochs=50)
     >>> U, V = fit
     >>> U.shape, V.shape
     (torch.Size([3, 2]), torch.Size([3, 2]))
-    >>> fit.predict(R, clamp_to=True).shape
+    >>> fit.predict(R, clamp=True).shape
     torch.Size([5])
     >>> all(a >= b - 1e-6 for a, b in zip(fit.history, fit.history[1:]))
     True
     """
     if not isinstance(ratings, Ratings):
         raise ValueError(f"ratings must be a bayesmf.data.Ratings, got {type(ratings).__name__}")
-    rank = _check_rank(rank)
+    rank = check_rank(rank)
     if reg is not None:
-        reg_u = reg_v = _check_positive("reg", reg)
-    reg_u = _check_positive("reg_u", reg_u)
-    reg_v = _check_positive("reg_v", reg_v)
-    reg_b_rows = reg_u if reg_bias is None else _check_positive("reg_bias", reg_bias)
+        reg_u = reg_v = check_positive("reg", reg)
+    reg_u = check_positive("reg_u", reg_u)
+    reg_v = check_positive("reg_v", reg_v)
+    reg_b_rows = reg_u if reg_bias is None else check_positive("reg_bias", reg_bias)
     reg_b_cols = reg_v if reg_bias is None else reg_b_rows
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
-        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
+    if "iters" in deprecated:
+        epochs = deprecated_kwarg(deprecated, "iters", "epochs", "als")
+    if deprecated:
+        raise TypeError(f"als() got unexpected keyword arguments {sorted(deprecated)}")
+    epochs = check_int("epochs", epochs)
     if not (isinstance(tol, numbers.Real) and tol >= 0):
         raise ValueError(f"tol must be >= 0, got {tol!r}")
     if not (isinstance(init_scale, numbers.Real) and init_scale >= 0):
@@ -530,7 +575,7 @@ def als(
     mu = float(x.double().mean()) if biases else 0.0
     ones_r = torch.ones(n_rows, 1, dtype=dt, device=dev)
     ones_c = torch.ones(n_cols, 1, dtype=dt, device=dev)
-    dot_chunk = max(1, _GRAM_BUDGET // max(rank, 1))
+    dot_chunk = max(1, GRAM_BUDGET // max(rank, 1))
 
     def objective() -> float:
         resid = x - _dot(U, V, rows, cols, dot_chunk) - mu
@@ -548,7 +593,8 @@ def als(
     converged = False
     prev = objective()
     n_iter = 0
-    bar = tqdm(range(int(iters)), desc="ALS", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    bar = tqdm(range(epochs), desc="ALS", disable=not show_progress(progress), leave=False)
     for it in bar:
         # rows: unknowns [u_n, b_n], features [v_m, 1], target x - mu - c_m
         y = x - mu - c[cols] if biases else x
@@ -596,4 +642,9 @@ def als(
         converged=converged,
         n_iter=n_iter,
         scale=ratings.scale,
+        settings={"engine": "als", "rank": rank, "reg_u": reg_u, "reg_v": reg_v,
+                  "reg_bias": reg_bias, "epochs": epochs, "biases": biases, "tol": tol,
+                  "weighted_reg": weighted_reg, "init_scale": init_scale, "seed": seed},
+        train_info={**data_info(ratings), "fingerprint": files.fingerprint(ratings)},
+        fit_seconds=time.perf_counter() - t0,
     )

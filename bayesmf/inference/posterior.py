@@ -1,155 +1,140 @@
-"""What every fitted posterior of a Gaussian factor model can do, whatever fitted it.
+"""What every fitted posterior of a factor model can do, whatever fitted it.
 
-:class:`PosteriorFit` turns draws of the latent arrays (from a variational ``q``, from a
-Markov chain, ...) into predictions: the posterior predictive mean, predictive draws and
-central intervals, the pointwise log-likelihood and the ArviZ conversion. A subclass
-supplies ``model``, ``train_info``, ``settings`` and :meth:`_draw`.
+:class:`PosteriorFit` turns draws of the latent arrays (from a variational ``q``, from Markov
+chains, ...) into predictions: the posterior predictive mean, predictive draws and central
+intervals, the pointwise log-likelihood and the ArviZ conversion. A subclass supplies
+``model`` and :meth:`_draw`.
+
+Every draw is counted once: the draws of one call are taken together (in order, without
+repetition, for a finite set of kept draws) and only the computation over the data is chunked.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from pathlib import Path
+from abc import abstractmethod
 from typing import Any
 
 import torch
 
-from ..data.containers import Ratings
-from ..models.base import GaussianFactorModel
+from ..models.base import BernoulliFactorModel, FactorModel
+from .fits import Fit
 
-__all__ = ["PosteriorFit"]
-
-
-def _plain(v: Any) -> bool:
-    return isinstance(v, (int, float, str, bool, type(None), list, tuple))
+__all__ = ["PosteriorFit", "rebuild_model"]
 
 
-class PosteriorFit(ABC):
-    """Base class of fitted posteriors (:class:`~bayesmf.inference.VariationalFit`,
-    :class:`~bayesmf.inference.SampleFit`)."""
+def rebuild_model(name: str, config: dict[str, Any], global_mean: float) -> FactorModel:
+    """A factor model of the library from its class name and :meth:`config`."""
+    from .. import models
 
-    model: GaussianFactorModel
-    train_info: dict[str, Any]
-    settings: dict[str, Any]
-    #: how the posterior was approximated (recorded in the ArviZ attributes)
-    inference_name: str = "posterior"
+    cls = getattr(models, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, FactorModel)):
+        raise ValueError(f"unknown model class {name!r}")
+    return cls(**config, global_mean=global_mean)
+
+
+class PosteriorFit(Fit):
+    """Base class of fitted posteriors of factor models (:class:`VariationalFit`,
+    :class:`SampleFit`)."""
+
+    model: FactorModel
+    #: draws used by :meth:`predict` when ``num_samples`` is not given
+    default_num_samples: int = 100
 
     @abstractmethod
-    def state(self) -> dict[str, Any]:
-        """Everything needed to rebuild the fit, as tensors and plain Python values."""
+    def _draw(self, num_samples: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``num_samples`` draws of every latent site, each with a leading sample dim (a
+        finite set of kept draws may return fewer: all of them, once)."""
 
-    def _common_state(self) -> dict[str, Any]:
-        """The part of :meth:`state` every fit shares: the model and the fit's records."""
+    def sample(self, num_samples: int = 200, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Draws of every latent array and hyper-parameter."""
+        gen = torch.Generator(device=self.model.device).manual_seed(seed)
+        return self._draw(num_samples, gen)
+
+    def _model_payload(self) -> dict[str, Any]:
         return {
             "model_class": type(self.model).__name__,
             "model_config": self.model.config(),
             "global_mean": float(self.model.global_mean),
-            "history": getattr(self, "history", {}),
-            "train_info": self.train_info,
-            "settings": {k: v for k, v in self.settings.items() if _plain(v)},
-            "fit_seconds": getattr(self, "fit_seconds", 0.0),
         }
 
     @staticmethod
-    def _rebuild_model(state: dict[str, Any]) -> GaussianFactorModel:
-        """The model of a saved :meth:`state` (its class from the library's registry)."""
-        from .. import models
+    def _model_from(payload: dict[str, Any]) -> FactorModel:
+        return rebuild_model(payload["model_class"], payload["model_config"],
+                             payload["global_mean"])
 
-        registry = {"BayesianMF": models.BayesianMF, "BayesianNNMF": models.BayesianNNMF}
-        return registry[state["model_class"]](
-            **state["model_config"], global_mean=state["global_mean"]
-        )
-
-    def save(self, path: str | Path) -> Path:
-        """Save to ``path`` (a ``torch.save`` file loadable with ``weights_only=True``;
-        read it back with :func:`bayesmf.inference.load`)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state(), path)
-        return path
-
-    @abstractmethod
-    def _draw(self, num_samples: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """``num_samples`` draws of every latent site, each with a leading sample dim."""
-
-    def sample(self, num_samples: int = 200, seed: int | None = None) -> dict[str, torch.Tensor]:
-        """Draws of every latent array and hyper-parameter."""
-        gen = torch.Generator(device=self.model.global_mean.device)
-        gen.manual_seed(0 if seed is None else seed)
-        return self._draw(num_samples, gen)
-
-    def _chunks(self, num_samples: int, n: int) -> list[int]:
-        per_draw = max(1, n * max(getattr(self.model, "n_inputs", 1), 1) * 4)
-        size = max(1, min(num_samples, int(5e7 // per_draw)))
-        return [min(size, num_samples - s) for s in range(0, num_samples, size)]
-
-    def _check(self, data: Ratings) -> Ratings:
+    # ----------------------------------------------------------- predictions
+    def _check(self, data: Any) -> Any:
         self.model.check_data(data)
-        return data.to(self.model.global_mean.device)
+        return data.to(self.model.device)
+
+    def _map_draws(self, data: Any, num_samples: int | None, seed: int, fn) -> torch.Tensor:
+        """``fn(z_chunk, data)`` over the draws of one call, chunked over samples."""
+        data = self._check(data)
+        gen = torch.Generator(device=self.model.device).manual_seed(seed)
+        z = self._draw(num_samples or self.default_num_samples, gen)
+        S = next(iter(z.values())).shape[0]
+        per_draw = max(1, len(data) * max(getattr(self.model, "n_inputs", 1), 1) * 4)
+        size = max(1, min(S, int(5e7 // per_draw)))
+        out = [fn({k: v[s : s + size] for k, v in z.items()}, data) for s in range(0, S, size)]
+        return torch.cat(out)
 
     @torch.no_grad()
-    def predictive_mean_draws(
-        self, data: Ratings, num_samples: int = 100, seed: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draws of the mean ``f(z)`` at the entries of ``data`` and of the noise scale:
-        shapes ``(S, n)`` and ``(S,)``."""
-        data = self._check(data)
-        gen = torch.Generator(device=data.device).manual_seed(seed)
-        means, noises = [], []
-        for s in self._chunks(num_samples, len(data)):
-            z = self._draw(s, gen)
-            means.append(self.model.mean(z, data.rows, data.cols))
-            noises.append(z[self.model.noise_site])
-        return torch.cat(means), torch.cat(noises)
+    def expected_draws(self, data: Any, num_samples: int | None = None, seed: int = 0):
+        """Draws of ``E[x | z]`` at the entries of ``data``, shape ``(S, n)``."""
+        return self._map_draws(
+            data, num_samples, seed, lambda z, d: self.model.expected(z, d.rows, d.cols)
+        )
 
     @torch.no_grad()
     def predict(
-        self, data: Ratings, num_samples: int = 100, clamp: bool = False, seed: int = 0
+        self, data: Any, *, clamp: bool = False, num_samples: int | None = None, seed: int = 0
     ) -> torch.Tensor:
-        """Posterior predictive mean at the entries of ``data`` (Monte Carlo over ``q``).
-
-        With ``clamp=True`` the mean is clamped to ``data.scale``.
-        """
-        mu, _ = self.predictive_mean_draws(data, num_samples, seed)
-        pred = mu.mean(0)
+        """Posterior predictive mean at the entries of ``data`` (link probabilities for the
+        pairs of a network); ``clamp=True`` clamps to ``data.scale``."""
+        pred = self.expected_draws(data, num_samples, seed).mean(0)
         return data.clamp(pred) if clamp else pred
 
     @torch.no_grad()
     def predictive_samples(
-        self, data: Ratings, num_samples: int = 500, seed: int = 0
+        self, data: Any, num_samples: int | None = 500, seed: int = 0
     ) -> torch.Tensor:
-        """Draws ``x ~ p(x | z) q(z)`` at the entries of ``data``, shape ``(S, n)``."""
-        mu, noise = self.predictive_mean_draws(data, num_samples, seed)
-        gen = torch.Generator(device=mu.device).manual_seed(seed + 1)
-        return mu + noise[:, None] * torch.randn(mu.shape, generator=gen, device=mu.device)
+        """Draws ``x ~ p(x | z) p(z | data)`` at the entries of ``data``, shape ``(S, n)``."""
+        gen = torch.Generator(device=self.model.device).manual_seed(seed + 1)
+        return self._map_draws(
+            data, num_samples, seed,
+            lambda z, d: self.model.predictive_draws(z, d.rows, d.cols, generator=gen),
+        )
 
     @torch.no_grad()
     def predict_interval(
-        self, data: Ratings, level: float = 0.9, num_samples: int = 500, seed: int = 0
+        self, data: Any, level: float = 0.9, *, num_samples: int | None = 500, seed: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Central ``level`` posterior predictive interval ``(lower, upper)`` per entry."""
+        """Central ``level`` posterior predictive interval ``(lower, upper)`` per entry (for a
+        Bernoulli model: the interval of the link probability)."""
         if not 0.0 < level < 1.0:
             raise ValueError(f"level must be in (0, 1), got {level}")
-        x = self.predictive_samples(data, num_samples, seed)
+        if isinstance(self.model, BernoulliFactorModel):
+            x = self.expected_draws(data, num_samples, seed)
+        else:
+            x = self.predictive_samples(data, num_samples, seed)
         q = torch.tensor([(1 - level) / 2, (1 + level) / 2], device=x.device, dtype=x.dtype)
         lo, hi = torch.quantile(x, q, dim=0)
         return lo, hi
 
     @torch.no_grad()
-    def log_likelihood(self, data: Ratings, num_samples: int = 200, seed: int = 0) -> torch.Tensor:
-        """Pointwise ``log p(x_i | z_s)`` for draws ``z_s ~ q``, shape ``(S, n)``."""
-        data = self._check(data)
-        gen = torch.Generator(device=data.device).manual_seed(seed)
-        out = []
-        for s in self._chunks(num_samples, len(data)):
-            z = self._draw(s, gen)
-            out.append(self.model.log_likelihood(z, data.rows, data.cols, data.values))
-        return torch.cat(out)
+    def log_likelihood(
+        self, data: Any, num_samples: int | None = 200, seed: int = 0
+    ) -> torch.Tensor:
+        """Pointwise ``log p(x_i | z_s)`` for posterior draws ``z_s``, shape ``(S, n)``."""
+        return self._map_draws(
+            data, num_samples, seed,
+            lambda z, d: self.model.log_likelihood(z, d.rows, d.cols, d.values),
+        )
 
-    def to_inference_data(
-        self, test: Ratings | None = None, num_samples: int | None = None, **kw: Any
-    ):
-        """ArviZ ``InferenceData`` of this fit (:func:`bayesmf.diagnostics.to_inference_data`)."""
+    def to_inference_data(self, data: Any = None, **kw: Any):
+        """ArviZ ``InferenceData`` of this fit (:func:`bayesmf.diagnostics.to_inference_data`):
+        ``log_likelihood`` of the training data (for ``az.loo``) and, with held-out ``data``,
+        its posterior predictive and log predictive density."""
         from ..diagnostics.arviz import to_inference_data
 
-        return to_inference_data(self, test=test, num_samples=num_samples, **kw)
+        return to_inference_data(self, data, **kw)

@@ -26,24 +26,19 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from typing import Any
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..data.containers import Ratings
-from .als import MAPFactors, _check_positive, _check_rank
+from . import files
+from .als import MAPFactors
+from .checks import check_int, check_positive, check_rank
+from .fits import data_info
+from .loop import train as run_loop
 
 __all__ = ["sgd_mf"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def sgd_mf(
@@ -63,7 +58,7 @@ def sgd_mf(
     patience: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> MAPFactors:
     """Fit a (biased) matrix factorisation by minibatch SGD with momentum.
 
@@ -133,17 +128,17 @@ def sgd_mf(
     >>> fit = sgd_mf(R, rank=2, lr=0.05, batch_size=2, epochs=20)
     >>> fit.n_iter, len(fit.history)
     (20, 20)
-    >>> fit.predict(R, clamp_to=True).shape
+    >>> fit.predict(R, clamp=True).shape
     torch.Size([5])
     """
     if not isinstance(ratings, Ratings):
         raise ValueError(f"ratings must be a bayesmf.data.Ratings, got {type(ratings).__name__}")
-    rank = _check_rank(rank)
-    reg = _check_positive("reg", reg)
-    reg_b = reg if reg_bias is None else _check_positive("reg_bias", reg_bias)
-    lr = _check_positive("lr", lr)
-    epochs = _check_int("epochs", epochs)
-    batch_size = _check_int("batch_size", batch_size)
+    rank = check_rank(rank)
+    reg = check_positive("reg", reg)
+    reg_b = reg if reg_bias is None else check_positive("reg_bias", reg_bias)
+    lr = check_positive("lr", lr)
+    epochs = check_int("epochs", epochs)
+    batch_size = check_int("batch_size", batch_size)
     if not (isinstance(momentum, numbers.Real) and 0.0 <= momentum < 1.0):
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     if not (isinstance(lr_decay, numbers.Real) and 0.0 < lr_decay <= 1.0):
@@ -158,7 +153,7 @@ def sgd_mf(
     if patience is not None:
         if val is None:
             raise ValueError("patience (early stopping) needs validation data: pass val=")
-        patience = _check_int("patience", patience)
+        patience = check_int("patience", patience)
 
     dev = torch.device(device) if device is not None else ratings.device
     dt = ratings.values.dtype
@@ -178,83 +173,67 @@ def sgd_mf(
     bufs = [torch.zeros_like(p) for p in params]
     grads = [torch.zeros_like(p) for p in params]
 
+    state = torch.nn.Module()
+    for name, t in zip(("U", "V", "row_bias", "col_bias"), params, strict=False):
+        state.register_buffer(name, t)
     fit = MAPFactors(U=U, V=V, row_bias=b if biases else None, col_bias=c if biases else None,
                      mean=mu, scale=ratings.scale)
     clamp = (val.scale or ratings.scale) if val is not None else None
-    best_rmse = math.inf
-    best_state: list[torch.Tensor] | None = None
-    best_epoch = 0
-    history: list[float] = []
-    val_history: list[float] = []
-    converged = False
-    step = lr
-    n_epochs = 0
+    n_steps = math.ceil(n / batch_size)
+    perm: list[torch.Tensor] = []
 
-    bar = tqdm(range(epochs), desc="SGD", disable=not progress, leave=False)
-    for epoch in bar:
-        perm = torch.randperm(n, generator=gen).to(dev)
-        total = 0.0
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
-            r, k, xb = rows[idx], cols[idx], x[idx]
-            inv = 1.0 / idx.shape[0]
-            u, v = U[r], V[k]
-            pred = (u * v).sum(-1) + mu
-            if biases:
-                br, ck = b[r], c[k]
-                pred = pred + br + ck
-            err = pred - xb
-            pen = reg * (u.pow(2).sum(-1) + v.pow(2).sum(-1))
-            if biases:
-                pen = pen + reg_b * (br.pow(2) + ck.pow(2))
-            total += float((err.pow(2) + pen).sum())
-            # gradients of the batch-mean loss, accumulated per row/column
-            g = 2.0 * inv
-            for t in grads:
-                t.zero_()
-            grads[0].index_add_(0, r, g * (err[:, None] * v + reg * u))
-            grads[1].index_add_(0, k, g * (err[:, None] * u + reg * v))
-            if biases:
-                grads[2].index_add_(0, r, g * (err + reg_b * br))
-                grads[3].index_add_(0, k, g * (err + reg_b * ck))
-            for p, buf, gr in zip(params, bufs, grads, strict=True):
-                buf.mul_(momentum).add_(gr)
-                p.sub_(step * buf)
-        loss = total / n
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"sgd_mf diverged at epoch {epoch + 1} (loss {loss}); lower lr"
-            )
-        history.append(loss)
-        step *= lr_decay
-        n_epochs = epoch + 1
-        msg = f"sgd epoch {n_epochs}: train loss {loss:.6g}"
-        if val is not None:
-            vr = val.rows.to(dev)
-            vc = val.cols.to(dev)
-            pred = fit.predict(vr, vc, clamp_to=clamp if clamp else None)
-            vrmse = float(torch.sqrt((pred.double() - val.values.to(dev).double()).pow(2).mean()))
-            val_history.append(vrmse)
-            msg += f", val RMSE {vrmse:.6g}"
-            if vrmse < best_rmse:
-                best_rmse, best_epoch = vrmse, n_epochs
-                best_state = [p.clone() for p in params]
-            elif patience is not None and n_epochs - best_epoch >= patience:
-                converged = True
-                logger.debug(msg)
-                break
-        logger.debug(msg)
-        if progress:
-            bar.set_postfix(loss=f"{loss:.4g}", **({"val": f"{val_history[-1]:.4g}"}
-                                                    if val_history else {}))
-    bar.close()
-    if best_state is not None:
-        for p, s in zip(params, best_state, strict=True):
-            p.copy_(s)
+    def step(epoch: int, s: int) -> float:
+        if s == 0:
+            perm[:] = list(torch.randperm(n, generator=gen).to(dev).split(batch_size))
+        idx = perm[s]
+        r, k, xb = rows[idx], cols[idx], x[idx]
+        u, v = U[r], V[k]
+        pred = (u * v).sum(-1) + mu
+        if biases:
+            br, ck = b[r], c[k]
+            pred = pred + br + ck
+        err = pred - xb
+        pen = reg * (u.pow(2).sum(-1) + v.pow(2).sum(-1))
+        if biases:
+            pen = pen + reg_b * (br.pow(2) + ck.pow(2))
+        # gradients of the batch-mean loss, accumulated per row/column
+        g = 2.0 / idx.shape[0]
+        for t in grads:
+            t.zero_()
+        grads[0].index_add_(0, r, g * (err[:, None] * v + reg * u))
+        grads[1].index_add_(0, k, g * (err[:, None] * u + reg * v))
+        if biases:
+            grads[2].index_add_(0, r, g * (err + reg_b * br))
+            grads[3].index_add_(0, k, g * (err + reg_b * ck))
+        step_size = lr * lr_decay**epoch
+        for p, buf, gr in zip(params, bufs, grads, strict=True):
+            buf.mul_(momentum).add_(gr)
+            p.sub_(step_size * buf)
+        # the epoch-average loss per rating (the loop averages over steps)
+        return float((err.pow(2) + pen).sum()) * n_steps / n
+
+    def evaluate() -> float:
+        pred = fit.predict(val.rows.to(dev), val.cols.to(dev), clamp=clamp or False)
+        return float(torch.sqrt((pred.double() - val.values.to(dev).double()).pow(2).mean()))
+
+    res = run_loop(
+        step, {"factors": state}, epochs=epochs, steps_per_epoch=n_steps, lr=lr,
+        final_lr=lr * lr_decay**epochs if lr_decay < 1 else lr, optimizer="none",
+        evaluate=None if val is None else evaluate, patience=patience, generators=[gen],
+        progress=progress, desc="SGD", engine="SGD",
+    )
+    fit.history = res.history["loss"]
+    fit.val_history = res.history["val"]
+    fit.converged = res.stopped_early
+    fit.n_iter = res.epochs_run
+    fit.fit_seconds = res.seconds
+    fit.settings = {
+        "engine": "sgd", "rank": rank, "reg": reg, "reg_bias": reg_b, "lr": lr,
+        "epochs": epochs, "batch_size": batch_size, "biases": biases, "momentum": momentum,
+        "lr_decay": lr_decay, "init_scale": init_scale, "patience": patience, "seed": seed,
+    }
+    fit.train_info = {**data_info(ratings), "fingerprint": files.fingerprint(ratings)}
+    if res.best_epoch is not None:
         logger.info("sgd_mf: best validation RMSE %.5g at epoch %d of %d",
-                    best_rmse, best_epoch, n_epochs)
-    fit.history = history
-    fit.val_history = val_history
-    fit.converged = converged
-    fit.n_iter = n_epochs
+                    res.best_score, res.best_epoch + 1, res.epochs_run)
     return fit

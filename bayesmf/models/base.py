@@ -28,9 +28,13 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
-from ..data.containers import Ratings
-
-__all__ = ["LatentSpec", "GaussianFactorModel", "prior_normal_params"]
+__all__ = [
+    "BernoulliFactorModel",
+    "FactorModel",
+    "GaussianFactorModel",
+    "LatentSpec",
+    "prior_normal_params",
+]
 
 
 @dataclass(frozen=True)
@@ -111,16 +115,22 @@ class _AbstractPyroModuleMeta(type(PyroModule), ABCMeta):  # type: ignore[misc]
     """PyroModule's metaclass with ABC's, so abstract methods are enforced."""
 
 
-class GaussianFactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
-    """Base class: Gaussian likelihood around a mean function of latent arrays.
+class FactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
+    """Base class: a likelihood around a mean function of latent arrays.
 
-    Subclasses implement :meth:`latent_specs` and :meth:`mean`. The global mean of the
-    training ratings is a fixed offset (set by :meth:`setup` unless given), so that zero
-    latents predict the average rating.
+    A model states what is believed and nothing else: its latent sites
+    (:meth:`latent_specs`), the mean function ``mean(z, rows, cols)`` on the linear
+    predictor's scale and the observation distribution (:meth:`likelihood`). Every engine
+    reads these: the SVI engine builds its guide from the specs, the Gibbs sampler reads the
+    conjugate structure, ArviZ names dimensions from ``dims``. Data are any container with
+    ``rows``, ``cols``, ``values``, ``shape`` and ``len`` (:class:`~bayesmf.data.Ratings`, or
+    :class:`~bayesmf.data.Pairs` of a network).
+
+    Subclasses implement :meth:`latent_specs`, :meth:`mean`, :meth:`likelihood` and
+    :meth:`config`. The offset ``global_mean`` (on the linear predictor's scale) is set by
+    :meth:`setup` from the training data unless given, so that zero latents predict the
+    average observation.
     """
-
-    #: site of the observation noise scale (a positive latent)
-    noise_site = "noise"
 
     def __init__(self, n_rows: int, n_cols: int, global_mean: float | None = None) -> None:
         super().__init__()
@@ -142,10 +152,17 @@ class GaussianFactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
     def mean(
         self, z: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
     ) -> torch.Tensor:
-        """Mean of the ratings at ``(rows, cols)`` given latent values ``z``.
+        """Linear predictor at ``(rows, cols)`` given latent values ``z``.
 
         ``z`` values may carry leading sample dimensions ``(S, *shape)``; the result then
         has shape ``(S, len(rows))``.
+        """
+
+    @abstractmethod
+    def likelihood(self, mu: torch.Tensor, z: dict[str, torch.Tensor]) -> dist.Distribution:
+        """Distribution of the observations given their linear predictor ``mu``.
+
+        ``mu`` has shape ``(*S, n)``; site values in ``z`` carry the same leading ``S``.
         """
 
     @abstractmethod
@@ -153,19 +170,30 @@ class GaussianFactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
         """Constructor arguments, for saving and re-building the model."""
 
     # ------------------------------------------------------------------ hooks
-    def setup(self, train: Ratings) -> None:
+    @property
+    def device(self) -> torch.device:
+        """Where the model's buffers live."""
+        return self.global_mean.device
+
+    def default_offset(self, train: Any) -> float:
+        """The offset set by :meth:`setup` (default: the mean observation)."""
+        return float(train.values.mean())
+
+    def setup(self, train: Any) -> None:
         """Called by the fitters before fitting: checks the shape, sets the offset."""
         self.check_data(train)
         if not self._mean_given:
-            self.global_mean.fill_(float(train.values.mean()))
+            self.global_mean.fill_(self.default_offset(train))
 
-    def check_data(self, data: Ratings) -> None:
-        """Raise ValueError unless ``data`` is a :class:`Ratings` of this model's shape."""
-        if not isinstance(data, Ratings):
-            raise TypeError(f"expected a bayesmf.data.Ratings, got {type(data).__name__}")
-        if data.shape != (self.n_rows, self.n_cols):
+    def check_data(self, data: Any) -> None:
+        """Raise unless ``data`` holds entries of a matrix of this model's shape."""
+        if not all(hasattr(data, a) for a in ("rows", "cols", "values", "shape")):
+            raise TypeError(
+                f"expected a bayesmf.data.Ratings (or Pairs), got {type(data).__name__}"
+            )
+        if tuple(data.shape) != (self.n_rows, self.n_cols):
             raise ValueError(
-                f"data has shape {data.shape} but the model was built for "
+                f"data has shape {tuple(data.shape)} but the model was built for "
                 f"({self.n_rows}, {self.n_cols})"
             )
 
@@ -186,27 +214,25 @@ class GaussianFactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
             z[spec.name] = pyro.sample(spec.name, prior)
         return z
 
-    def model(
-        self, data: Ratings, index: torch.Tensor | None = None, predict: bool = False
-    ) -> torch.Tensor:
+    def model(self, data: Any, index: torch.Tensor | None = None, predict: bool = False):
         """The Pyro model.
 
         Parameters
         ----------
-        data : Ratings
-            The ratings (training data when fitting).
+        data : Ratings or Pairs
+            The observations (training data when fitting).
         index : LongTensor, optional
             Positions of a minibatch of ``data``; the likelihood is scaled by
             ``len(data) / len(index)`` so the ELBO estimate stays unbiased.
         predict : bool
-            Leave the ratings unobserved (for ``Predictive``).
+            Leave the observations unobserved (for ``Predictive``).
         """
         z = self.sample_latents()
         rows, cols, values = data.rows, data.cols, data.values
         with pyro.plate("ratings", len(data), subsample=index) as idx:
             mu = self.mean(z, rows[idx], cols[idx])
             obs = None if predict else values[idx]
-            return pyro.sample("obs", dist.Normal(mu, z[self.noise_site]), obs=obs)
+            return pyro.sample("obs", self.likelihood(mu, z), obs=obs)
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self.model(*args, **kwargs)
@@ -219,7 +245,48 @@ class GaussianFactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
         values: torch.Tensor,
     ) -> torch.Tensor:
         """Pointwise log-likelihood ``log p(x_i | z)``, shape ``(S, n)`` for ``S`` draws."""
-        mu = self.mean(z, rows, cols)
+        return self.likelihood(self.mean(z, rows, cols), z).log_prob(values)
+
+    def expected(
+        self, z: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        """``E[x | z]`` at ``(rows, cols)``, shape ``(S, n)``."""
+        return self.likelihood(self.mean(z, rows, cols), z).mean
+
+    def predictive_draws(
+        self,
+        z: dict[str, torch.Tensor],
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """One draw ``x ~ p(x | z)`` per draw of ``z``, shape ``(S, n)``."""
+        d = self.likelihood(self.mean(z, rows, cols), z)
+        u = torch.rand(d.batch_shape, generator=generator, device=self.device)
+        return d.icdf(u) if not isinstance(d, dist.Bernoulli) else (u < d.probs).to(u.dtype)
+
+
+class GaussianFactorModel(FactorModel):
+    """Gaussian likelihood ``x ~ N(mean, noise^2)`` with a latent noise scale ``noise``."""
+
+    #: site of the observation noise scale (a positive latent)
+    noise_site = "noise"
+
+    def likelihood(self, mu: torch.Tensor, z: dict[str, torch.Tensor]) -> dist.Distribution:
         noise = z[self.noise_site]
-        noise = noise.reshape(noise.shape + (1,) * (mu.dim() - noise.dim()))
-        return dist.Normal(mu, noise).log_prob(values)
+        return dist.Normal(mu, noise.reshape(noise.shape + (1,) * (mu.dim() - noise.dim())))
+
+
+class BernoulliFactorModel(FactorModel):
+    """Bernoulli likelihood with a logit link: ``x ~ Bernoulli(sigmoid(mean))``.
+
+    The offset is the logit of the training density, so zero latents predict the
+    average link probability.
+    """
+
+    def likelihood(self, mu: torch.Tensor, z: dict[str, torch.Tensor]) -> dist.Distribution:
+        return dist.Bernoulli(logits=mu)
+
+    def default_offset(self, train: Any) -> float:
+        p = float(train.values.float().mean().clamp(1e-4, 1 - 1e-4))
+        return float(torch.logit(torch.tensor(p)))
