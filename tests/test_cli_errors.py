@@ -85,7 +85,8 @@ def test_predict_with_a_saved_fit(ratings_csv, tmp_path, capsys):
     assert (pred["prediction"] <= pred["upper90"]).all()
     assert pred["uid"].tolist() == new["uid"].tolist()
     # a MAP fit predicts without intervals
-    assert main(["fit", *common, "--model", "als", "--rank", "2", "--out", str(tmp_path / "a")]) == 0
+    assert main(["fit", *common, "--model", "als", "--rank", "2",
+                 "--out", str(tmp_path / "a")]) == 0
     assert main(["predict", "--fit", str(tmp_path / "a" / "fit.pt"), "--ratings", str(new_path),
                  "--user-col", "uid", "--item-col", "iid"]) == 0
     text = capsys.readouterr().out
