@@ -129,3 +129,19 @@ def test_load_names_an_unknown_kind(tmp_path):
     path = files.save_file(tmp_path / "x.pt", "not-a-fit", {"a": 1})
     with pytest.raises(files.FitFileError, match="x.pt.*not a fit"):
         bayesmf.load(path)
+
+
+def test_ids_of_any_type_survive_save_and_load(tmp_path):
+    """A fit whose ids are datetimes (or mixed strings) saves and loads (it used to fail)."""
+    import numpy as np
+    import pandas as pd
+
+    days = pd.date_range("2024-01-01", periods=6, freq="D", tz="Europe/Paris")
+    df = pd.DataFrame({"user": np.repeat(days, 4), "item": np.tile(["a", "b", 3, 4.5], 6),
+                       "rating": np.arange(24, dtype=float) % 5})
+    R = data.from_dataframe(df.astype({"item": object}))
+    fit = inference.fit_svi(models.BayesianMF(*R.shape, rank=1), R, epochs=2, batch_size=None)
+    again = bayesmf.load(fit.save(tmp_path / "fit.pt"))
+    assert list(again.train_info["row_ids"]) == list(R.row_ids)
+    assert [type(x) for x in again.train_info["col_ids"]] == [type(x) for x in R.col_ids]
+    torch.testing.assert_close(again.predict(R), fit.predict(R))
