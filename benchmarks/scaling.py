@@ -1,0 +1,237 @@
+"""How the cost of every engine grows with the number of ratings (issue 11).
+
+For each engine (ALS iteration, SGD epoch, SVI epoch, Gibbs sweep, and myFM's Gibbs sample as
+the peer when it is installed) and each size (synthetic rank-10 ratings at 1e5, 1e6, 1e7 and
+the real Jester dataset 1, 1.8 M ratings) a fresh worker process builds the data, runs the
+engine for 1 and for 1 + ``units`` units of work and reports
+
+* the time per unit, ``(t(1 + units) - t(1)) / units`` (set-up excluded), wall and CPU;
+* the peak resident memory above the worker's baseline after its imports (data included).
+
+The growth exponent of each engine is the slope of log(time per unit) against log(ratings)
+over the synthetic sizes. Results: ``benchmarks/results/scaling.{json,md,png}``.
+
+Run::
+
+    .venv/bin/python benchmarks/scaling.py            # 1e5, 1e6, 1e7 and Jester
+    .venv/bin/python benchmarks/scaling.py --quick    # 1e5 and 1e6, one unit
+
+myFM runs in ``.bench-venv`` (``python3 -m venv .bench-venv; .bench-venv/bin/pip install
+torch==2.13.0 myfm -e .``) when that exists; it is a benchmark extra, never a dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import REPO, default_data_dir, write_results
+
+log = logging.getLogger("benchmarks.scaling")
+
+ENGINES = ("ALS", "SGD", "SVI", "Gibbs", "myFM")
+UNIT = {"ALS": "iteration", "SGD": "epoch", "SVI": "epoch (batch 10k)", "Gibbs": "sweep",
+        "myFM": "sample"}
+RANK = 10
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _data(size: str):
+    """Ratings of the given size: ``"1e5"``-style synthetic, or ``"jester"``."""
+    from bayesmf import data
+
+    if size == "jester":
+        return data.load_jester(root=default_data_dir(), download=False).to_ratings()
+    n = int(float(size))
+    # users x items with ~100 ratings per user and 1% density, as in MovieLens-like data
+    n_rows = max(1000, n // 100)
+    n_cols = max(500, min(n_rows, int(n / (0.01 * n_rows))))
+    density = n / (n_rows * n_cols)
+    R, _ = data.synthetic_ratings(n_rows=n_rows, n_cols=n_cols, rank=RANK, density=density,
+                                  noise=0.5, biases=True, seed=0)
+    return R
+
+
+def _run(engine: str, R, units: int) -> None:
+    from bayesmf import inference, models
+
+    if engine == "ALS":
+        inference.als(R, rank=RANK, reg=10.0, epochs=units, tol=0.0, progress=False)
+    elif engine == "SGD":
+        inference.sgd_mf(R, rank=RANK, epochs=units, progress=False)
+    elif engine == "SVI":
+        inference.fit_svi(models.BayesianMF(*R.shape, rank=RANK), R, epochs=units,
+                          batch_size=10_000, lr=0.05, progress=False)
+    elif engine == "Gibbs":
+        inference.fit_gibbs(models.BayesianMF(*R.shape, rank=RANK, ard=True, factor_means=True),
+                            R, num_samples=units, burn_in=0, progress=False)
+    elif engine == "myFM":
+        import myfm
+        import numpy as np
+        import scipy.sparse as sps
+
+        n = len(R)
+        rows, cols = R.rows.numpy(), R.cols.numpy()
+        X = sps.csr_matrix(
+            (np.ones(2 * n), (np.repeat(np.arange(n), 2),
+                              np.stack([rows, R.shape[0] + cols], 1).ravel())),
+            shape=(n, R.shape[0] + R.shape[1]))
+        myfm.MyFMRegressor(rank=RANK, random_seed=0).fit(
+            X, R.values.numpy().astype(np.float64), n_iter=units, n_kept_samples=units)
+    else:
+        raise ValueError(engine)
+
+
+def worker(engine: str, size: str, units: int) -> dict[str, Any]:
+    """Measure one engine at one size in this (fresh) process."""
+    import torch
+
+    torch.set_num_threads(1)
+    if engine != "myFM":
+        import bayesmf.inference  # noqa: F401  (imports before the baseline)
+    else:
+        import myfm  # noqa: F401
+        import scipy.sparse  # noqa: F401
+    base = _rss_mb()
+    R = _data(size)
+    times = {}
+    for u in (1, 1 + units):
+        t0, c0 = time.perf_counter(), time.process_time()
+        _run(engine, R, u)
+        times[u] = (time.perf_counter() - t0, time.process_time() - c0)
+    wall = (times[1 + units][0] - times[1][0]) / units
+    cpu = (times[1 + units][1] - times[1][1]) / units
+    return {"n_ratings": len(R), "shape": list(R.shape), "seconds_per_unit": max(wall, 1e-9),
+            "cpu_seconds_per_unit": max(cpu, 1e-9), "peak_mb_above_import": _rss_mb() - base}
+
+
+def _python_for(engine: str) -> str | None:
+    if engine != "myFM":
+        return sys.executable
+    py = REPO / ".bench-venv" / "bin" / "python"
+    if not py.exists():
+        return None
+    ok = subprocess.run([str(py), "-c", "import myfm"], capture_output=True)
+    return str(py) if ok.returncode == 0 else None
+
+
+def measure(engine: str, size: str, units: int) -> dict[str, Any] | None:
+    py = _python_for(engine)
+    if py is None:
+        log.warning("%s is not installed (.bench-venv): skipped", engine)
+        return None
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore"}
+    cmd = [py, str(Path(__file__)), "--worker", engine, size, str(units)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    if out.returncode != 0:
+        log.warning("%s at %s failed: %s", engine, size, out.stderr.strip().splitlines()[-1:])
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _default_units(size: str) -> int:
+    """Enough units that their time stands well above the set-up's noise."""
+    return {"1e5": 10, "1e6": 3}.get(size, 2)
+
+
+def exponent(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of log(y) on log(x)."""
+    xs = [math.log(x) for x, _ in points]
+    ys = [math.log(y) for _, y in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs)
+
+
+def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for engine, by_size in results.items():
+        pts = sorted((r["n_ratings"], r) for s, r in by_size.items() if s != "jester")
+        if not pts:
+            continue
+        n = [p[0] for p in pts]
+        axes[0].loglog(n, [p[1]["seconds_per_unit"] for p in pts], "o-", label=engine)
+        axes[1].loglog(n, [max(p[1]["peak_mb_above_import"], 1.0) for p in pts], "o-",
+                       label=engine)
+        if "jester" in by_size:
+            j = by_size["jester"]
+            axes[0].loglog([j["n_ratings"]], [j["seconds_per_unit"]], "k*")
+    axes[0].set(xlabel="ratings", ylabel="seconds per unit of work (1 thread)",
+                title="time (★ Jester)")
+    axes[1].set(xlabel="ratings", ylabel="peak MB above import", title="memory")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="1e5 and 1e6 only")
+    p.add_argument("--sizes", nargs="+", default=None, help="e.g. 1e5 1e6 1e7 jester")
+    p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    p.add_argument("--units", type=int, default=None, help="units of work timed per size")
+    p.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        engine, size, units = args.worker
+        print(json.dumps(worker(engine, size, int(units))))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sizes = args.sizes or (["1e5", "1e6"] if args.quick else ["1e5", "1e6", "1e7", "jester"])
+    units = args.units
+    results: dict[str, dict[str, Any]] = {e: {} for e in args.engines}
+    for size in sizes:
+        for engine in args.engines:  # engines alternate within each size
+            r = measure(engine, size, units or _default_units(size))
+            if r is not None:
+                results[engine][size] = r
+                log.info("%-6s %-7s %8.3f s/%s  %7.0f MB", engine, size, r["seconds_per_unit"],
+                         UNIT[engine], r["peak_mb_above_import"])
+    table: dict[str, dict[str, Any]] = {}
+    for engine, by_size in results.items():
+        synth = [(r["n_ratings"], r) for s, r in by_size.items() if s != "jester"]
+        row: dict[str, Any] = {"unit": UNIT[engine]}
+        for s, r in by_size.items():
+            row[f"s_per_unit@{s}"] = r["seconds_per_unit"]
+            row[f"MB@{s}"] = r["peak_mb_above_import"]
+        if len(synth) >= 2:
+            row["time_exponent"] = exponent([(n, r["seconds_per_unit"]) for n, r in synth])
+            row["memory_exponent"] = exponent(
+                [(n, max(r["peak_mb_above_import"], 1.0)) for n, r in synth])
+        if by_size:
+            table[engine] = row
+    name = "scaling_quick" if args.quick else "scaling"
+    settings = {"rank": RANK, "sizes": sizes,
+                "units": units or {s: _default_units(s) for s in sizes}, "threads": 1,
+                "data": "synthetic_ratings (rank 10, biases, ~100 ratings per user) and "
+                        "Jester dataset 1 (jester-1/jester-data-1.csv)",
+                "engines": {e: UNIT[e] for e in args.engines},
+                "myFM": "MyFMRegressor(rank=10) on one-hot user+item features, .bench-venv",
+                "raw": results}
+    json_path, _ = write_results(name, {"scaling": table}, settings)
+    plot(results, json_path.with_suffix(".png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
