@@ -329,7 +329,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     fit = ENGINES[args.model](args, train)
     metrics = _evaluate(fit, test, network)
-    metrics.update(fit_s=fit.fit_seconds, n_train=len(train), n_test=len(test))
+    metrics.update(fit_s=fit.fit_seconds, n_train=train.n_pairs if network else len(train),
+                   n_test=len(test))
     _say(f"  {args.model.upper()} ({fit.inference_name}), rank {args.rank}: fit in "
          f"{fit.fit_seconds:.1f} s")
     names = {"auc": "test AUC", "rmse": "test RMSE", "mae": "test MAE",

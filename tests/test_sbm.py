@@ -10,8 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import bayesmf
 from bayesmf import data, diagnostics, inference, models
-from bayesmf.inference.sbm import SBMPosterior, _eta_targets, _full_elbo, _Graph
+from bayesmf.inference import files, fits
+from bayesmf.inference.sbm import Graph, SBMPosterior, expected_log_lik, expected_log_lik_sum
+from bayesmf.inference.sbm.steps import eta_targets, full_elbo
+from bayesmf.models.sbm import stick_breaking_log_weights
 
 
 def adjusted_rand_index(a, b) -> float:
@@ -131,11 +135,38 @@ def test_inference_data_and_block_plot(planted, tmp_path):
 
 
 def test_save_load_roundtrip(planted, tmp_path):
-    _, _, _, test, fit = planted
+    _, _, train, test, fit = planted
+    assert isinstance(fit, fits.Fit) and fit.kind == "SBMFit"
     path = fit.save(tmp_path / "sbm.pt")
-    again = inference.load_sbm(path)
-    assert torch.allclose(again.predict(test), fit.predict(test))
+    again = bayesmf.load(path)
+    assert isinstance(again, inference.SBMFit)
+    assert torch.equal(again.predict(test), fit.predict(test))
+    lo, hi = again.predict_interval(test, 0.8)
+    lo0, hi0 = fit.predict_interval(test, 0.8)
+    assert torch.equal(lo, lo0) and torch.equal(hi, hi0)
+    assert torch.equal(again.assignments(), fit.assignments())
     assert again.alpha == pytest.approx(fit.alpha)
+    assert again.restarts == fit.restarts and again.settings == fit.settings
+    assert again.train_fingerprint == files.fingerprint(train)
+    # the training network travels with the fit: the ELBO is computable after loading
+    assert again.elbo() == pytest.approx(fit.elbo(), rel=1e-6)
+    assert torch.equal(inference.load_sbm(path).eta, fit.eta)  # the old loader, now a wrapper
+    with pytest.raises(files.FitFileError, match="sbm.pt"):
+        inference.load_sbm(tmp_path / "sbm.pt.missing")
+
+
+def test_predict_interval_brackets_link_probability(planted):
+    _, _, _, test, fit = planted
+    p = fit.predict(test, num_samples=200)
+    lo, hi = fit.predict_interval(test, 0.9, num_samples=200)
+    lo5, hi5 = fit.predict_interval(test, 0.5, num_samples=200)
+    assert ((lo <= p + 1e-6) & (p <= hi + 1e-6)).all()
+    assert ((lo <= lo5 + 1e-6) & (hi5 <= hi + 1e-6)).all()  # wider at a higher level
+    assert float((hi - lo).mean()) > 0.005  # a posterior, not a point
+    assert ((lo >= 0) & (hi <= 1)).all()
+    assert torch.equal(fit.predict(test, clamp=True, num_samples=200), p)
+    with pytest.raises(ValueError, match="level"):
+        fit.predict_interval(test, 1.5)
 
 
 # ---------------------------------------------------------- exact computations
@@ -170,7 +201,7 @@ def test_expected_log_lik_equals_enumeration(degree_correction):
     eta = torch.softmax(torch.randn(n, T), 1)
     i, j = torch.triu_indices(n, n, offset=1)
     x = torch.tensor([1, 0, 0, 1, 1, 0, 0, 1, 0, 1.0])
-    exact = model.expected_log_lik(eta, z, i, j, x).sum(1)
+    exact = expected_log_lik(model, eta, z, i, j, x).sum(1)
     brute = _brute_force_expected_log_lik(model, eta, z, i, j, x)
     assert torch.allclose(exact.double(), brute, atol=1e-4)
 
@@ -195,9 +226,9 @@ def test_eta_update_is_eq9(degree_correction):
             post.locs[s.name].normal_()
         post.eta.copy_(torch.softmax(torch.randn(12, 3), 1))
         post.log_rho.normal_()
-    graph = _Graph.build(train, torch.device("cpu"))
+    graph = Graph.build(train, torch.device("cpu"))
     nodes = torch.tensor([0, 4, 11])
-    got = _eta_targets(model, post, graph, nodes, 3, torch.Generator().manual_seed(5))
+    got = eta_targets(model, post, graph, nodes, 3, torch.Generator().manual_seed(5))
     z = post.rsample(3, generator=torch.Generator().manual_seed(5))
     A, M = train.adjacency, train.observed_mask()
     want = []
@@ -218,7 +249,7 @@ def test_eta_update_is_eq9(degree_correction):
 def test_minibatch_weights_unbiased():
     net, _ = data.synthetic_network(30, block_sizes=[20, 10], p_in=0.5, p_out=0.05, seed=0)
     train, _ = data.holdout_pairs(net, 0.1, seed=0)
-    graph = _Graph.build(train, torch.device("cpu"))
+    graph = Graph.build(train, torch.device("cpu"))
     f = torch.randn(30, 30)
     f = f + f.T
     i, j, x = graph.all_pairs()
@@ -236,38 +267,79 @@ def test_minibatch_weights_unbiased():
     assert abs(est.mean() - full) < 4 * est.std() / math.sqrt(len(est))
 
 
-def test_full_elbo_matches_pyro_model():
-    """The Pyro model's log joint given q(Z) plus the entropy terms gives the ELBO."""
+def test_pyro_model_states_prior_and_likelihood():
+    """The Pyro model's sites: V, the Gaussian arrays, Z (one assignment per node) and X; its
+    log joint given every latent is the prior plus the Bernoulli likelihood, and under
+    q(Z) (enumerated) its expectation is what the engine computes exactly."""
     import pyro
 
-    net, _ = data.synthetic_network(10, block_sizes=[6, 4], p_in=0.7, p_out=0.1, seed=2)
-    model = models.DPStochasticBlockModel(10, truncation=3, rank=1, bilinear_dims=2)
-    post = SBMPosterior(model)
-    graph = _Graph.build(net, torch.device("cpu"))
+    net, _ = data.synthetic_network(5, block_sizes=[3, 2], p_in=0.9, p_out=0.2, seed=2)
+    T = 3
+    model = models.DPStochasticBlockModel(5, truncation=T, rank=1, bilinear_dims=2,
+                                          degree_correction=True)
+    graph = Graph.build(net, torch.device("cpu"))
     i, j, x = graph.all_pairs()
     V = torch.tensor([0.3, 0.6])
-    z = {s.name: torch.randn(s.shape) for s in post.specs}
-    cond = pyro.poutine.condition(model.model, data={"V": V, **z})
-    tr = pyro.poutine.trace(cond).get_trace(i, j, x, post.eta)
-    log_joint = tr.log_prob_sum()
-    # by hand: priors + E_q(Z) log p(Z | V) + E_q(Z) log p(X | Z, ...)
-    from bayesmf.models.sbm import stick_breaking_log_weights
-
-    prior = torch.distributions.Beta(1.0, model.alpha.detach()).log_prob(V).sum()
-    for s in post.specs:
-        prior = prior + torch.distributions.Normal(0, s.prior_scale).log_prob(z[s.name]).sum()
+    z = {s.name: torch.randn(s.shape) for s in model.latent_specs()}
     zb = {k: v[None] for k, v in z.items()}
-    hand = (
-        prior
-        + (post.eta * stick_breaking_log_weights(V)).sum()
-        + model.expected_log_lik(post.eta, zb, i, j, x).sum()
+    tr = pyro.poutine.trace(pyro.poutine.condition(model.model, data={"V": V, **z})).get_trace(
+        i, j, x
     )
-    assert float(log_joint) == pytest.approx(float(hand), rel=1e-5)
-    # and pyro.infer runs on it
-    guide = pyro.infer.autoguide.AutoNormal(model.model)
-    loss = pyro.infer.Trace_ELBO().loss(model.model, guide, i, j, x, post.eta)
+    names = [n for n, site in tr.nodes.items() if site["type"] == "sample"
+             and n not in ("nodes", "pairs")]  # (plates are recorded as sites too)
+    assert names[0] == "V" and names[-2:] == ["Z", "X"]
+    assert tr.nodes["Z"]["value"].shape == (5,) and tr.nodes["X"]["is_observed"]
+    prior = torch.distributions.Beta(1.0, model.alpha.detach()).log_prob(V).sum()
+    for s in model.latent_specs():
+        prior = prior + torch.distributions.Normal(0, s.prior_scale).log_prob(z[s.name]).sum()
+    log_pi = stick_breaking_log_weights(V)
+    eta = torch.softmax(torch.randn(5, T), 1)
+    expected = torch.zeros((), dtype=torch.float64)
+    for assign in itertools.product(range(T), repeat=5):
+        Z = torch.tensor(assign)
+        cond = pyro.poutine.condition(model.model, data={"V": V, "Z": Z, **z})
+        tr = pyro.poutine.trace(cond).get_trace(i, j, x)
+        lp = tr.log_prob_sum().detach()
+        logits = model.pair_logits(zb, i, j)[0, torch.arange(len(i)), Z[i], Z[j]]
+        hand = prior + log_pi[Z].sum() + (x * F.logsigmoid(logits)
+                                           + (1 - x) * F.logsigmoid(-logits)).sum()
+        assert float(lp) == pytest.approx(float(hand), rel=1e-5)
+        expected += torch.prod(eta[torch.arange(5), Z]).double() * float(lp)
+    exact = prior + (eta * log_pi).sum() + expected_log_lik(model, eta, zb, i, j, x).sum()
+    assert float(expected) == pytest.approx(float(exact), rel=1e-5)
+    # the minibatch weights scale the likelihood: scale=2 doubles log p(X | ...)
+    cond = pyro.poutine.condition(model.model, data={"V": V, "Z": torch.zeros(5).long(), **z})
+    one = pyro.poutine.trace(cond).get_trace(i, j, x).nodes["X"]
+    two = pyro.poutine.trace(cond).get_trace(i, j, x, scale=2.0).nodes["X"]
+    assert float(two["fn"].log_prob(x).sum() * two["scale"]) == pytest.approx(
+        2 * float(one["fn"].log_prob(x).sum())
+    )
+    # it runs under pyro.infer (a guide that draws Z) and Predictive
+    post = SBMPosterior(model)
+    guide = pyro.infer.autoguide.AutoNormal(pyro.poutine.block(model.model, hide=["Z"]))
+
+    def full_guide(i, j, x=None, scale=1.0):
+        guide(i, j, x, scale)
+        with pyro.plate("nodes", 5):
+            pyro.sample("Z", pyro.distributions.Categorical(probs=post.eta))
+
+    loss = pyro.infer.Trace_ELBO().loss(model.model, full_guide, i, j, x)
     assert math.isfinite(loss)
-    assert math.isfinite(_full_elbo(model, post, graph, 2, 0))
+    draws = pyro.infer.Predictive(model.model, num_samples=3)(i, j)["X"]
+    assert draws.shape == (3, len(i)) and set(draws.unique().tolist()) <= {0.0, 1.0}
+    assert math.isfinite(full_elbo(model, post, graph, 2, 0))
+
+
+def test_link_probability_hard_and_soft_assignments():
+    model = models.DPStochasticBlockModel(6, truncation=3, degree_correction=True)
+    z = {s.name: torch.randn((2, *s.shape)) for s in model.latent_specs()}
+    i, j = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+    Z = torch.tensor([0, 2, 1, 1, 0, 2])
+    hard = model.link_probability(Z, z, i, j)
+    soft = model.link_probability(F.one_hot(Z, 3).float(), z, i, j)
+    assert torch.allclose(hard, soft, atol=1e-6)
+    want = torch.sigmoid(model.pair_logits(z, i, j)[:, torch.arange(3), Z[i], Z[j]])
+    assert torch.allclose(hard, want)
 
 
 # ---------------------------------------------------------------- other inputs
@@ -357,5 +429,84 @@ def test_weighted_sum_matches_per_pair(degree_correction):
     i, j = torch.triu_indices(8, 8, offset=1)
     x = (torch.rand(i.numel()) < 0.3).float()
     w = torch.rand(i.numel()) * 3
-    per_pair = (model.expected_log_lik(eta, z, i, j, x) * w).sum(1)
-    assert torch.allclose(model.expected_log_lik_sum(eta, z, i, j, x, w), per_pair, rtol=1e-4)
+    per_pair = (expected_log_lik(model, eta, z, i, j, x) * w).sum(1)
+    assert torch.allclose(expected_log_lik_sum(model, eta, z, i, j, x, w), per_pair, rtol=1e-4)
+
+
+# ------------------------------------------------------------ the one loop and files
+def _small():
+    net, _ = data.synthetic_network(40, block_sizes=[25, 15], p_in=0.6, p_out=0.03, seed=0)
+    return net
+
+
+def _fit(net, **kw):
+    opts = {"epochs": 12, "n_restarts": 2, "seed": 0, "progress": False, **kw}
+    return inference.fit_sbm(models.DPStochasticBlockModel(40, truncation=4), net, **opts)
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    net = _small()
+    ref = _fit(net)
+    ckpt = tmp_path / "sbm.ckpt"
+    part = _fit(net, checkpoint=ckpt, checkpoint_every=1, stop_after=17)  # inside restart 1
+    assert part.settings["finished"] is False and len(part.restarts) == 1
+    again = _fit(net, checkpoint=ckpt, checkpoint_every=1)
+    assert again.settings["finished"] is True
+    assert torch.equal(again.eta, ref.eta)
+    assert [r["elbo"] for r in again.restarts] == [r["elbo"] for r in ref.restarts]
+    assert torch.equal(again.predict(net.pairs()), ref.predict(net.pairs()))
+    assert again.settings["best_restart"] == ref.settings["best_restart"]
+    # a finished checkpoint is the finished fit
+    done = _fit(net, checkpoint=ckpt)
+    assert torch.equal(done.eta, ref.eta)
+
+
+def test_resume_with_other_data_or_settings_is_refused(tmp_path):
+    net = _small()
+    ckpt = tmp_path / "sbm.ckpt"
+    _fit(net, checkpoint=ckpt, stop_after=3)
+    with pytest.raises(files.ResumeMismatch, match="lr: 0.05 \\(file\\) vs 0.1 \\(now\\)"):
+        _fit(net, checkpoint=ckpt, lr=0.1)
+    other, _ = data.holdout_pairs(net, 0.1, seed=0)
+    with pytest.raises(files.ResumeMismatch, match="training data differ"):
+        _fit(other, checkpoint=ckpt)
+    fresh = _fit(other, checkpoint=ckpt, resume=False)  # asked to start afresh: overwrites
+    assert fresh.settings["finished"] and fresh.train_fingerprint == files.fingerprint(other)
+
+
+def test_divergence_raises_naming_epoch_and_step():
+    model = models.DPStochasticBlockModel(40, truncation=4)
+    with torch.no_grad():
+        model.log_alpha.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="epoch 0, step 0; last good checkpoint: none"):
+        inference.fit_sbm(model, _small(), epochs=3, progress=False)
+
+
+def test_fit_svi_forwards_every_option(tmp_path):
+    net = _small()
+    train, val = data.holdout_pairs(net, 0.1, seed=0)
+    fit = inference.fit_svi(
+        models.DPStochasticBlockModel(40, truncation=4), train, epochs=20, batch_size=None,
+        lr=0.05, final_lr=0.01, num_particles=2, clip_norm=50.0, val=val, patience=50,
+        eval_every=2, seed=1, checkpoint=tmp_path / "c.pt", checkpoint_every=5,
+        progress=False,
+    )
+    assert isinstance(fit, inference.SBMFit)
+    assert fit.settings["clip_norm"] == 50.0 and fit.settings["num_particles"] == 2
+    assert len(fit.history["val_auc"]) == 10 and len(fit.history["val"]) == 10
+    assert fit.history["val"] == pytest.approx([-v for v in fit.history["val_log_lik"]])
+    assert (tmp_path / "c.pt").exists()
+    with pytest.raises(ValueError, match="kl_warmup"):
+        inference.fit_svi(models.DPStochasticBlockModel(40, truncation=4), train, epochs=4,
+                          kl_warmup=2, progress=False)
+    with pytest.raises(ValueError, match="patience"):
+        inference.fit_sbm(models.DPStochasticBlockModel(40, truncation=4), train, epochs=4,
+                          patience=2, progress=False)
+
+
+def test_deprecated_warmup_keyword():
+    with pytest.warns(DeprecationWarning, match="'warmup=' is deprecated, use 'eta_warmup='"):
+        fit = _fit(_small(), epochs=4, n_restarts=1, warmup=2)
+    assert fit.settings["eta_warmup"] == 2
+    with pytest.raises(TypeError, match="grad_clip"):
+        _fit(_small(), epochs=2, grad_clip=1.0)

@@ -27,13 +27,12 @@ seed model of the paper, as is.
 
 ``alpha`` is a (positive) model parameter, fitted by type-II maximum likelihood.
 
-The exact expected log-likelihood under a mean-field ``q(Z_i) = Categorical(eta_i)``,
-``E_q(Z)[log p(X_ij | Z_i, Z_j, ...)] = sum_{a,b} eta_ia eta_jb log p(X_ij | a, b, ...)``,
-is :meth:`DPStochasticBlockModel.expected_log_lik` (a vectorised ``T x T`` sum, no Monte
-Carlo over the assignments). :meth:`DPStochasticBlockModel.model` is a Pyro program over
-the continuous latents given ``q(Z)``; its ELBO under any guide of the continuous latents
-equals the full mean-field ELBO minus the (constant) entropy of ``q(Z)``. The fitting
-loop (Algorithm 1 of the paper) is :func:`bayesmf.inference.fit_sbm`.
+This module says *what* is believed: :meth:`DPStochasticBlockModel.model` is the Pyro program
+of the prior and the likelihood (the assignments ``Z`` are a discrete latent site), and
+:meth:`~DPStochasticBlockModel.block_logits`, :meth:`~DPStochasticBlockModel.pair_logits` and
+:meth:`~DPStochasticBlockModel.link_probability` are its pure functions. *How* it is fitted
+(the mean-field ``q(Z) q(V) q(U, U', theta)``, the exact ``T x T`` expected log-likelihood
+under ``q(Z)``, the closed-form ``q(Z)`` steps) is :mod:`bayesmf.inference.sbm`.
 """
 
 from __future__ import annotations
@@ -45,14 +44,12 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from pyro.nn import PyroModule
 
 from .base import LatentSpec
 from .bnn import ACTIVATIONS, mlp_forward
 
-__all__ = ["DPStochasticBlockModel", "stick_breaking_log_weights", "expected_log_pi"]
-
+__all__ = ["DPStochasticBlockModel", "stick_breaking_log_weights"]
 
 
 def stick_breaking_log_weights(V: torch.Tensor) -> torch.Tensor:
@@ -71,23 +68,6 @@ def stick_breaking_log_weights(V: torch.Tensor) -> torch.Tensor:
     zero = torch.zeros_like(V[..., :1])
     cum = torch.cat([zero, torch.cumsum(log_1mv, -1)], -1)  # sum_{l<c} log(1 - V_l)
     return torch.cat([log_v, zero], -1) + cum
-
-
-def expected_log_pi(rho1: torch.Tensor, rho2: torch.Tensor) -> torch.Tensor:
-    """``E_q[log pi_c]`` under ``q(V_c) = Beta(rho1_c, rho2_c)``, shape ``(T,)``.
-
-    Examples
-    --------
-    >>> e = expected_log_pi(torch.tensor([1.0]), torch.tensor([1.0]))
-    >>> [round(x, 4) for x in e.tolist()]  # E[log V] = E[log(1 - V)] = -1 for V ~ U(0, 1)
-    [-1.0, -1.0]
-    """
-    dg = torch.digamma(rho1 + rho2)
-    e_log_v = torch.digamma(rho1) - dg
-    e_log_1mv = torch.digamma(rho2) - dg
-    zero = torch.zeros_like(rho1[..., :1])
-    cum = torch.cat([zero, torch.cumsum(e_log_1mv, -1)], -1)
-    return torch.cat([e_log_v, zero], -1) + cum
 
 
 class DPStochasticBlockModel(PyroModule):
@@ -130,11 +110,13 @@ class DPStochasticBlockModel(PyroModule):
     >>> z = {s.name: torch.zeros((1,) + s.shape) for s in m.latent_specs()}
     >>> m.block_logits(z).shape  # (draws, T, T)
     torch.Size([1, 3, 3])
-    >>> eta = torch.full((5, 3), 1 / 3)
-    >>> i, j, x = torch.tensor([0, 1]), torch.tensor([2, 4]), torch.tensor([1.0, 0.0])
-    >>> ll = m.expected_log_lik(eta, z, i, j, x)  # all logits 0: log(1/2) per pair
-    >>> torch.allclose(ll, torch.full((1, 2), math.log(0.5)))
-    True
+    >>> i, j = torch.tensor([0, 1]), torch.tensor([2, 4])
+    >>> m.link_probability(torch.tensor([0, 1, 2, 0, 1]), z, i, j)  # all logits 0
+    tensor([[0.5000, 0.5000]])
+    >>> import pyro
+    >>> trace = pyro.poutine.trace(m.model).get_trace(i, j, torch.tensor([1.0, 0.0]))
+    >>> [name for name in trace.stochastic_nodes][:2], trace.nodes["Z"]["value"].shape
+    (['V', 'U'], torch.Size([5]))
     """
 
     def __init__(
@@ -317,117 +299,98 @@ class DPStochasticBlockModel(PyroModule):
             g = g + (s[:, i] + s[:, j])[:, :, None, None]
         return g
 
-    def expected_log_lik(
+
+    def link_probability(
         self,
-        eta: torch.Tensor,
+        assignments: torch.Tensor,
         z: dict[str, torch.Tensor],
         i: torch.Tensor,
         j: torch.Tensor,
-        x: torch.Tensor,
-        block: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Exact ``E_q(Z)[log p(x_ij | Z_i, Z_j, z)]`` per draw and pair, shape ``(S, B)``.
-
-        ``sum_{a,b} eta_ia eta_jb [x log sigmoid(l_ab) + (1 - x) log sigmoid(-l_ab)]``,
-        summed over the ``T x T`` cluster pairs (no sampling of the assignments).
+        """``P(X_ij = 1 | z, Z)`` per draw of the continuous latents, shape ``(S, B)``.
 
         Parameters
         ----------
-        eta : tensor, shape (N, T)
-            ``q(Z_i) = Categorical(eta_i)`` of every node.
+        assignments : tensor
+            Either hard cluster labels ``Z``, a long tensor of shape ``(N,)``, or cluster
+            probabilities of every node, shape ``(N, T)`` (rows summing to one); then the
+            assignments are summed out exactly,
+            ``P(X_ij = 1 | z) = sum_ab P(Z_i = a) P(Z_j = b) sigmoid(l_ab)``.
         z : dict of tensors
             Draws of the continuous latents, each with a leading draw dimension ``S``.
         i, j : long tensors, shape (B,)
             The node pairs.
-        x : tensor, shape (B,)
-            Their 0/1 values.
-        block : tensor, optional
-            Precomputed :meth:`block_logits` of ``z``.
         """
-        logits = self.pair_logits(z, i, j, block)
-        x = x.to(logits.dtype)
-        ei, ej = eta[i], eta[j]
-        if logits.shape[1] == 1:  # same T x T table for every pair: two small einsums
-            lp1, lp0 = F.logsigmoid(logits[:, 0]), F.logsigmoid(-logits[:, 0])
-            w = torch.einsum("ba,bc->bac", ei, ej)  # (B, T, T)
-            e1 = torch.einsum("bac,sac->sb", w, lp1)
-            e0 = torch.einsum("bac,sac->sb", w, lp0)
-            return x * e1 + (1 - x) * e0
-        lp = x[None, :, None, None] * F.logsigmoid(logits) + (1 - x)[
-            None, :, None, None
-        ] * F.logsigmoid(-logits)
-        return torch.einsum("ba,sbac,bc->sb", ei, lp, ej)
-
-    def expected_log_lik_sum(
-        self,
-        eta: torch.Tensor,
-        z: dict[str, torch.Tensor],
-        i: torch.Tensor,
-        j: torch.Tensor,
-        x: torch.Tensor,
-        weights: torch.Tensor | None = None,
-        block: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``sum_pairs w_ij E_q(Z)[log p(x_ij | Z_i, Z_j, z)]`` per draw, shape ``(S,)``.
-
-        Equal to ``(expected_log_lik(...) * weights).sum(1)``; without degree correction
-        it is computed from the ``T x T`` expected counts ``sum w x eta_i eta_j^T`` (two
-        matrix products), which is much cheaper for large minibatches.
-        """
-        w = torch.ones_like(x) if weights is None else weights
-        if self.degree_correction:
-            return (self.expected_log_lik(eta, z, i, j, x, block) * w).sum(1)
-        g = self.block_logits(z) if block is None else block
-        x = x.to(g.dtype)
-        ei, ej = eta[i], eta[j]
-        n1 = ei.T @ (ej * (w * x)[:, None])
-        n0 = ei.T @ (ej * (w * (1 - x))[:, None])
-        return (F.logsigmoid(g) * n1).sum((-1, -2)) + (F.logsigmoid(-g) * n0).sum((-1, -2))
-
-    def link_probability(
-        self,
-        eta: torch.Tensor,
-        z: dict[str, torch.Tensor],
-        i: torch.Tensor,
-        j: torch.Tensor,
-    ) -> torch.Tensor:
-        """``P(X_ij = 1 | z) = sum_ab eta_ia eta_jb sigmoid(l_ab)`` per draw, ``(S, B)``."""
-        p = torch.sigmoid(self.pair_logits(z, i, j))
-        return torch.einsum("ba,sbac,bc->sb", eta[i], p.expand(-1, i.shape[0], -1, -1), eta[j])
+        p = torch.sigmoid(self.pair_logits(z, i, j))  # (S, 1 or B, T, T)
+        if assignments.dim() == 1:
+            zi, zj = assignments[i], assignments[j]
+            p = p.expand(-1, i.shape[0], -1, -1)
+            return p[:, torch.arange(i.shape[0], device=p.device), zi, zj]
+        probs = assignments.to(p.dtype)
+        if p.shape[1] == 1:  # one T x T table for every pair
+            return torch.einsum("ba,sac,bc->sb", probs[i], p[:, 0], probs[j])
+        return torch.einsum("ba,sbac,bc->sb", probs[i], p, probs[j])
 
     # ----------------------------------------------------------------- Pyro model
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameter ``log_alpha`` lives."""
+        return self.log_alpha.device
+
     def model(
         self,
         i: torch.Tensor,
         j: torch.Tensor,
-        x: torch.Tensor,
-        eta: torch.Tensor,
+        x: torch.Tensor | None = None,
         scale: float | torch.Tensor = 1.0,
-    ) -> None:
-        """Pyro model of the continuous latents given ``q(Z) = Categorical(eta)``.
+    ) -> torch.Tensor:
+        """The Pyro program of the prior and the likelihood of the pairs ``(i, j)``.
 
-        Samples ``V ~ Beta(1, alpha)`` (``T - 1`` sticks), the Gaussian arrays, and adds
-        ``E_q(Z)[log p(Z | V)] = sum_i sum_c eta_ic log pi_c(V)`` and
-        ``scale * sum_pairs E_q(Z)[log p(x_ij | Z_i, Z_j, ...)]`` as factors. ``scale`` (a
-        number or one weight per pair) reweights a minibatch of pairs so that the
-        likelihood estimate is unbiased. The ELBO of this program under a guide ``q`` of
-        the continuous latents is the mean-field ELBO minus the entropy of ``q(Z)``.
+        Sites: ``V`` (the ``T - 1`` sticks, ``Beta(1, alpha)``), the Gaussian arrays of
+        :meth:`latent_specs` (``U``, ``U_prime``, ``W{l}``, ``b{l}`` and ``s``), ``Z`` (one
+        ``Categorical(pi)`` assignment per node, in a ``nodes`` plate) and ``X`` (one
+        ``Bernoulli(logits = g(Z_i, Z_j) [+ s_i + s_j])`` per pair, in a ``pairs`` plate,
+        observed when ``x`` is given).
+
+        The program runs under :mod:`pyro.infer` with any guide that draws ``Z`` (e.g. a
+        ``Categorical`` per node) and under ``Predictive``; an exact sum over ``Z`` is not
+        tractable for the whole network (every pair couples two nodes), so the library's
+        engine (:func:`bayesmf.inference.fit_sbm`) sums it exactly per pair under a
+        mean-field ``q(Z)`` instead.
+
+        Parameters
+        ----------
+        i, j : long tensors, shape (B,)
+            The node pairs.
+        x : tensor, shape (B,), optional
+            Their 0/1 values (``None``: drawn, for prior/posterior predictive checks).
+        scale : float or tensor of shape (B,)
+            Weight of each pair's log-likelihood (e.g. inverse sampling fractions of a
+            minibatch, so that the likelihood estimate is unbiased).
+
+        Returns
+        -------
+        tensor, shape (B,)
+            The values of the pairs (``x`` itself when observed).
         """
-        T = self.truncation
-        alpha = self.alpha
+        T, dev = self.truncation, self.device
         if T > 1:
+            alpha = self.alpha
             V = pyro.sample(
                 "V", dist.Beta(torch.ones_like(alpha), alpha).expand([T - 1]).to_event(1)
             )
-            log_pi = stick_breaking_log_weights(V)
+            pi = stick_breaking_log_weights(V).exp()
         else:
-            log_pi = torch.zeros(1, device=eta.device)
+            pi = torch.ones(1, device=dev)
         z: dict[str, torch.Tensor] = {}
         for spec in self.latent_specs():
-            prior = dist.Normal(
-                torch.zeros(spec.shape, device=eta.device), spec.prior_scale
-            ).to_event(len(spec.shape))
-            z[spec.name] = pyro.sample(spec.name, prior)[None]
-        pyro.factor("z_prior", (eta * log_pi).sum())
-        w = torch.as_tensor(scale, dtype=eta.dtype, device=eta.device).expand(x.shape)
-        pyro.factor("log_lik", self.expected_log_lik_sum(eta, z, i, j, x, w)[0])
+            prior = dist.Normal(torch.zeros(spec.shape, device=dev), spec.prior_scale)
+            z[spec.name] = pyro.sample(spec.name, prior.to_event(len(spec.shape)))[None]
+        with pyro.plate("nodes", self.n_nodes, device=dev):
+            Z = pyro.sample("Z", dist.Categorical(probs=pi))
+        logits = self.pair_logits(z, i, j)[0].expand(i.shape[0], T, T)
+        logits = logits[torch.arange(i.shape[0], device=dev), Z[i], Z[j]]
+        w = torch.as_tensor(scale, dtype=logits.dtype, device=dev)
+        obs = None if x is None else x.to(logits.dtype)
+        with pyro.plate("pairs", i.shape[0], device=dev), pyro.poutine.scale(scale=w):
+            return pyro.sample("X", dist.Bernoulli(logits=logits), obs=obs)
