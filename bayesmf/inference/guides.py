@@ -67,11 +67,36 @@ class MeanFieldGuide(nn.Module):
                 s = spec.init_scale if init_scale is None else init_scale
             self.locs[spec.name] = nn.Parameter(loc)
             self.raw_scales[spec.name] = nn.Parameter(torch.full(spec.shape, _inv_softplus(s)))
-        self.to(model.global_mean.device)
+        self.to(model.device)
 
     def scale(self, name: str) -> torch.Tensor:
         """Posterior standard deviation (log scale for positive sites) of a site."""
         return softplus(self.raw_scales[name]) + 1e-6
+
+    def loc_scale(
+        self, name: str, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Variational location and scale of a site, optionally of some entries only.
+
+        Parameters
+        ----------
+        name : str
+            The site.
+        index : LongTensor, optional
+            Positions along the site's first dimension (e.g. the users of a minibatch);
+            only these rows are gathered, so the cost and the gradient are confined to
+            them (the other rows' gradients are zero).
+
+        Returns
+        -------
+        loc, scale : torch.Tensor
+            Shaped like the site, or ``(len(index), *shape[1:])``; the scale is
+            :meth:`scale`'s (log scale for positive sites).
+        """
+        loc, raw = self.locs[name], self.raw_scales[name]
+        if index is not None:
+            loc, raw = loc.index_select(0, index), raw.index_select(0, index)
+        return loc, softplus(raw) + 1e-6
 
     def distribution(self, spec: LatentSpec) -> dist.Distribution:
         loc, scale = self.locs[spec.name], self.scale(spec.name)

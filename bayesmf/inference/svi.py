@@ -24,7 +24,7 @@ import torch
 from pyro.infer import TraceMeanField_ELBO
 
 from ..models.base import FactorModel, GaussianFactorModel
-from . import files
+from . import distributed, files
 from .fits import data_info
 from .guides import MeanFieldGuide
 from .loop import train as run_loop
@@ -95,6 +95,23 @@ class VariationalFit(PosteriorFit):
         return cls(model, guide, **cls._common_from(payload))
 
 
+#: models whose variational posterior has a dedicated engine with fit_svi's options, by the
+#: model's class name -> "module:function" (imported on first use)
+DEDICATED_ENGINES = {"DPStochasticBlockModel": "bayesmf.inference.sbm:fit_sbm"}
+
+
+def dedicated_engine(model: Any) -> Any:
+    """The dedicated SVI engine of ``model``'s class (or of a base class), if it has one."""
+    import importlib
+
+    for cls in type(model).__mro__:
+        target = DEDICATED_ENGINES.get(cls.__name__)
+        if target is not None:
+            module, name = target.split(":")
+            return getattr(importlib.import_module(module), name)
+    return None
+
+
 def _val_score(model: FactorModel, guide: MeanFieldGuide, data: Any) -> float:
     """Plug-in validation score at the posterior mean: RMSE for Gaussian models, negative
     log-likelihood per observation otherwise (lower is better)."""
@@ -113,18 +130,22 @@ def annealed_loss(
     data: Any,
     index: torch.Tensor | None = None,
     kl_weight: float = 1.0,
+    likelihood_scale: float = 1.0,
 ) -> torch.Tensor:
     """Negative ELBO with the KL term weighted: ``-(E_q[log p(x|z)] - kl_weight * KL(q||p))``.
 
     The guide runs under ``poutine.scale(kl_weight)``; :class:`TraceMeanField_ELBO` scales
     each site's analytic KL by the guide site's scale, while the likelihood (a model site)
-    keeps its own scale. ``kl_weight = 1`` is the plain negative ELBO.
+    keeps its own scale, times ``likelihood_scale`` (the number of processes in a
+    data-parallel fit, where ``data`` is one process's shard).
+    ``kl_weight = likelihood_scale = 1`` is the plain negative ELBO.
     """
     if not 0 < kl_weight <= 1:
         raise ValueError(f"kl_weight must be in (0, 1], got {kl_weight}")
     if kl_weight != 1.0:
         guide = pyro.poutine.scale(guide, scale=kl_weight)
-    return elbo.differentiable_loss(model.model, guide, data, index)
+    fn = distributed.scale_likelihood(model.model, likelihood_scale)
+    return elbo.differentiable_loss(fn, guide, data, index)
 
 
 def fit_svi(
@@ -206,6 +227,18 @@ def fit_svi(
     -------
     VariationalFit
 
+    Notes
+    -----
+    Under ``torch.distributed`` (launched by ``torchrun``; see
+    :mod:`~bayesmf.inference.distributed` and ``examples/distributed_svi.py``) every process
+    passes the same ``train`` and seed; each one fits on its :func:`~bayesmf.inference.
+    distributed.shard` only, with its likelihood scaled by ``world_size * n_p / B_p`` (shard
+    size ``n_p``, minibatch ``B_p``; each epoch splits the shard into the same number of
+    steps as a single process would) and the KL counted once, and the gradients are
+    averaged, so the processes take identical steps on an unbiased estimate of the full
+    ELBO; with ``batch_size=None`` the fit equals a single-process one up to rounding. Rank 0
+    writes the checkpoints; every process returns the same fit.
+
     Raises
     ------
     FloatingPointError
@@ -222,12 +255,9 @@ def fit_svi(
     >>> fit.predict(R).shape
     torch.Size([720])
     """
-    from ..models.sbm import DPStochasticBlockModel
-
-    if isinstance(model, DPStochasticBlockModel):  # its own engine: closed-form q(Z) steps
-        from .sbm import fit_sbm
-
-        return fit_sbm(  # type: ignore[return-value]
+    dedicated = dedicated_engine(model)
+    if dedicated is not None:  # e.g. the block model: closed-form q(Z) steps
+        return dedicated(  # type: ignore[return-value]
             model, train, epochs=epochs, batch_size=batch_size, lr=lr, final_lr=final_lr,
             num_particles=num_particles, clip_norm=clip_norm, val=val, patience=patience,
             eval_every=eval_every, seed=seed, device=device, checkpoint=checkpoint,
@@ -256,6 +286,14 @@ def fit_svi(
         val = val.to(device)
     n = len(train)
     bs = n if batch_size is None else min(batch_size, n)
+    # ---- data parallel: this process's shard (the whole data without torch.distributed)
+    world = distributed.world_size()
+    local = distributed.shard(train)
+    if world > 1 and n // world < math.ceil(n / bs):
+        raise ValueError(
+            f"batch_size {bs} with {world} processes leaves empty minibatches: each process's "
+            f"{n // world} ratings must fill {math.ceil(n / bs)} steps per epoch"
+        )
     settings = {
         "engine": "svi", "model": type(model).__name__, "model_config": model.config(),
         "epochs": epochs, "batch_size": bs, "lr": lr, "final_lr": final_lr,
@@ -263,6 +301,8 @@ def fit_svi(
         "seed": seed, "patience": patience, "eval_every": eval_every,
         "init_scale": init_scale, "validated": val is not None,
     }
+    if world > 1:
+        settings["world_size"] = world
     pyro.set_rng_seed(seed)
     guide = MeanFieldGuide(model, init_scale=init_scale, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -273,11 +313,14 @@ def fit_svi(
     beta = [1.0]
 
     def step(epoch: int, s: int) -> torch.Tensor:
-        if s == 0:
+        if s == 0 and world == 1:
             perm[:] = list(torch.randperm(n, generator=gen).to(device).split(bs))
+        elif s == 0:  # the same number of steps on every process
+            perm[:] = list(torch.randperm(len(local), generator=gen).to(device)
+                           .tensor_split(steps_per_epoch))
         done = epoch * steps_per_epoch + s + 1
         beta[0] = 1.0 if done >= warmup_steps else done / warmup_steps
-        loss = annealed_loss(elbo, model, guide, train, perm[s], beta[0])
+        loss = annealed_loss(elbo, model, guide, local, perm[s], beta[0], float(world))
         loss.backward()
         return loss.detach()
 
@@ -292,7 +335,7 @@ def fit_svi(
         eval_every=eval_every, patience=patience, select_after=kl_warmup,
         generators=[gen], checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         resume=resume, fingerprint=fingerprint, settings=settings, stop_after=stop_after,
-        progress=progress, desc="SVI", engine="SVI",
+        progress=progress, desc="SVI", engine="SVI", data_parallel=world > 1,
     )
     history = dict(res.history)
     history["elbo"] = [-x / n for x in history.pop("loss")]
