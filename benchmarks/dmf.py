@@ -5,8 +5,8 @@ Protocol
 * **Tuning** (``--parts tune``): on the 75/5 train/validation parts of split 0 only, a
   small grid of the weight decay ``gamma`` and of ``exclude_targets`` (minibatch entries
   removed from that step's inputs); architecture fixed (one hidden layer of 256 ReLU
-  units per branch, ``d = 64``), Adam lr 1e-3, batch 4096, up to ``--epochs`` epochs
-  with the epoch chosen by validation RMSE (patience 4). Test entries are never used.
+  units per branch, ``rank = 64``), Adam lr 1e-3 (constant), batch 4096, up to ``--epochs``
+  epochs with the epoch chosen by validation RMSE (patience 4). Test entries are never used.
   The grid and its validation RMSEs are recorded under ``settings.tuning``.
 * **DMF-D tuning** (``--parts tune_dmfd``): for the paper-objective DMF-D (MSE on the
   quantized output + ``gamma ||W||^2 + gamma_2 ||b - b~||^2``), a grid (``DMFD_GRID``) of
@@ -66,8 +66,9 @@ from bayesmf.inference import fit_deep_mf  # noqa: E402
 from bayesmf.inference.deep_mf_fit import DeepMFFit, reindex  # noqa: E402
 from bayesmf.models import DeepMF, DiscreteDeepMF  # noqa: E402
 
-ARCH = {"hidden": (256,), "latent_dim": 64, "activation": "relu"}
-FIT = {"batch_size": 4096, "lr": 1e-3, "patience": 4}
+ARCH = {"hidden": (256,), "rank": 64, "activation": "relu"}
+# a constant learning rate (final_lr = lr, also fit_deep_mf's default), as tuned
+FIT = {"batch_size": 4096, "lr": 1e-3, "final_lr": 1e-3, "patience": 4}
 GAMMAS = [3e-4, 1e-3, 3e-3]
 EXCLUDE = [False, True]
 # DMF-D fine-tuning from the DMF's weights, the lambda of the smooth quantizer rising
@@ -126,7 +127,7 @@ def _fit_dmfd(dmf: DeepMFFit, train: Ratings, val: Ratings, cfg: dict[str, Any],
     d.load_state_dict(m.state_dict(), strict=False)  # warm start: the DMF's network
     return fit_deep_mf(d, train, val=val, epochs=epochs, exclude_targets=cfg["exclude"],
                        lam_schedule=tuple(opts["lam_schedule"]), loss=opts["loss"],
-                       lr=opts["lr"], boundary_lr=opts["boundary_lr"],
+                       lr=opts["lr"], final_lr=opts["lr"], boundary_lr=opts["boundary_lr"],
                        batch_size=DMFD_COMMON["batch_size"], monitor=DMFD_COMMON["monitor"],
                        patience=FIT["patience"], seed=seed)
 

@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> dict[int, float]:
 
     train, val = random_split(known, 0.05, seed=args.seed)
     torch.manual_seed(args.seed)
-    model = DeepMF(*known.shape, hidden=(256,), latent_dim=64, gamma=1e-3, scale=R.scale)
-    fit = fit_deep_mf(model, train, epochs=args.epochs, batch_size=4096, lr=1e-3, val=val,
-                      patience=4, exclude_targets=True, progress=True)
+    model = DeepMF(*known.shape, hidden=(256,), rank=64, gamma=1e-3, scale=R.scale)
+    fit = fit_deep_mf(model, train, epochs=args.epochs, batch_size=4096, lr=1e-3,
+                      final_lr=1e-3, val=val, patience=4, exclude_targets=True)
     print(f"trained on {known.n_rows} users ({len(train)} ratings) in {fit.fit_seconds:.0f}s, "
           f"validation RMSE {min(fit.history['val_rmse']):.4f}")
 

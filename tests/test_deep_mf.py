@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyro
 import pytest
 import torch
 
+from bayesmf import inference
 from bayesmf.data import Ratings, holdout_rows_cols, random_split
 from bayesmf.diagnostics.metrics import rmse
-from bayesmf.inference import fit_deep_mf
+from bayesmf.inference import DeepMFFit, NoPosteriorError, ResumeMismatch, files, fit_deep_mf
 from bayesmf.inference.deep_mf_fit import reindex
 from bayesmf.models import DeepMF, DiscreteDeepMF, SmoothQuantizer
 from bayesmf.models.deep_mf import BIAS_PRIOR_SCALE, rating_matrix
@@ -37,7 +39,7 @@ def data() -> tuple[Ratings, Ratings, Ratings]:
 def fitted(data):
     train, val, _ = data
     torch.manual_seed(0)
-    model = DeepMF(*train.shape, hidden=(64,), latent_dim=8, gamma=1e-4, scale=(1, 5))
+    model = DeepMF(*train.shape, hidden=(64,), rank=8, gamma=1e-4, scale=(1, 5))
     return fit_deep_mf(model, train, epochs=60, batch_size=1024, lr=3e-3, val=val,
                        exclude_targets=True, seed=0)
 
@@ -47,7 +49,7 @@ def fitted(data):
 
 def test_cosine_in_range_and_scaling_round_trips():
     torch.manual_seed(1)
-    m = DeepMF(20, 30, hidden=(16, 8), latent_dim=3, scale=(1, 5))
+    m = DeepMF(20, 30, hidden=(16, 8), rank=3, scale=(1, 5))
     X, Y = 50 * torch.randn(40, 30), 50 * torch.randn(40, 20)
     with torch.no_grad():
         out = m(X, Y)
@@ -68,7 +70,7 @@ def test_cosine_in_range_and_scaling_round_trips():
 def test_sparse_and_dense_inputs_agree(data):
     train, _, _ = data
     torch.manual_seed(0)
-    m = DeepMF(*train.shape, hidden=(8,), latent_dim=4)
+    m = DeepMF(*train.shape, hidden=(8,), rank=4)
     Xs, Ys = m.inputs(train)
     Xd, Yd = m.inputs(train, sparse=False)
     assert torch.allclose(m.embed_rows(Xs), m.embed_rows(Xd), atol=1e-5)
@@ -80,7 +82,7 @@ def test_pyro_model_map_is_the_paper_objective(data):
     """log p(theta, data) = -N/(2 sigma^2) * objective(theta) - biases^2/(2 s_b^2) + const."""
     train, _, _ = data
     torch.manual_seed(0)
-    m = DeepMF(*train.shape, hidden=(8,), latent_dim=4, gamma=1e-3, noise=0.4)
+    m = DeepMF(*train.shape, hidden=(8,), rank=4, gamma=1e-3, noise=0.4)
     n = len(train)
     bias_names = [k for k, _ in m.named_parameters() if k.endswith("bias")]
 
@@ -112,7 +114,7 @@ def test_pyro_model_map_is_the_paper_objective(data):
 
 def test_discrete_pyro_model_has_boundary_site(data):
     train, _, _ = data
-    m = DiscreteDeepMF(*train.shape, hidden=(8,), latent_dim=4, lam=50.0)
+    m = DiscreteDeepMF(*train.shape, hidden=(8,), rank=4, lam=50.0)
     tr = pyro.poutine.trace(m.model).get_trace(train, index=torch.arange(7))
     assert tr.nodes["quantizer.boundaries"]["value"].shape == (4,)
     assert tr.nodes["obs"]["value"].shape == (7,)
@@ -188,7 +190,7 @@ def test_training_inputs_contain_no_heldout_entry(data, monkeypatch):
     torch.manual_seed(0)
     for exclude in (False, True):
         seen.clear()
-        m = DeepMF(*train.shape, hidden=(8,), latent_dim=4)
+        m = DeepMF(*train.shape, hidden=(8,), rank=4)
         fit = fit_deep_mf(m, train, epochs=2, batch_size=2000, val=val, exclude_targets=exclude)
         assert len(seen) >= 2 * (len(train) // 2000)
         for keys in seen:
@@ -238,7 +240,7 @@ def test_extension_areas_beat_the_mean():
     A1 = reindex(ext.area_I, kr, kc)
     train, val = random_split(A1, 0.1, seed=0)
     torch.manual_seed(0)
-    m = DeepMF(*A1.shape, hidden=(64,), latent_dim=8, gamma=1e-4)
+    m = DeepMF(*A1.shape, hidden=(64,), rank=8, gamma=1e-4)
     fit = fit_deep_mf(m, train, epochs=40, batch_size=1024, lr=3e-3, exclude_targets=True,
                       val=val)
     mu = float(train.values.mean())
@@ -261,7 +263,7 @@ def test_extension_areas_beat_the_mean():
 
 def test_discrete_fit_lands_on_levels_and_anneals(data, fitted):
     train, val, test = data
-    d = DiscreteDeepMF(*train.shape, hidden=(64,), latent_dim=8, gamma=1e-4, gamma_b=1e-3)
+    d = DiscreteDeepMF(*train.shape, hidden=(64,), rank=8, gamma=1e-4, gamma_b=1e-3)
     d.load_state_dict(fitted.model.state_dict(), strict=False)
     fit = fit_deep_mf(d, train, epochs=4, batch_size=1024, lr=1e-4, boundary_lr=1e-2,
                       lam_schedule=(2.0, 200.0), val=val, monitor="mae", loss="l1")
@@ -282,7 +284,7 @@ def test_discrete_mse_fine_tune_with_separate_boundary_lr(data, fitted):
     """The paper's MSE objective with a tiny network lr and a larger boundary lr (the
     benchmark's tuned DMF-D): the boundaries move, the warm-started network barely does."""
     train, val, test = data
-    d = DiscreteDeepMF(*train.shape, hidden=(64,), latent_dim=8, gamma=1e-4, gamma_b=1e-3)
+    d = DiscreteDeepMF(*train.shape, hidden=(64,), rank=8, gamma=1e-4, gamma_b=1e-3)
     d.load_state_dict(fitted.model.state_dict(), strict=False)
     w0 = [w.detach().clone() for w in d.weight_matrices()]
     fit = fit_deep_mf(d, train, epochs=3, batch_size=1024, lr=1e-6, boundary_lr=1e-2,
@@ -299,7 +301,7 @@ def test_discrete_mse_fine_tune_with_separate_boundary_lr(data, fitted):
 
 def test_fit_validates_arguments(data):
     train, val, _ = data
-    m = DeepMF(*train.shape, hidden=(4,), latent_dim=2)
+    m = DeepMF(*train.shape, hidden=(4,), rank=2)
     with pytest.raises(ValueError):
         fit_deep_mf(m, train, patience=2)
     with pytest.raises(ValueError):
@@ -308,3 +310,157 @@ def test_fit_validates_arguments(data):
         fit_deep_mf(m, train, gamma_b=0.1)
     with pytest.raises(ValueError):
         DeepMF(3, 3, activation="swishy")
+
+
+# ------------------------------------------- the one loop, the one result interface
+
+
+def small(seed: int = 0) -> Ratings:
+    """A small planted problem with string row ids and datetime column ids."""
+    import pandas as pd
+
+    R = planted(40, 30, density=0.5, seed=seed)
+    return R.replace(row_ids=np.array([f"user-{i}" for i in range(40)], dtype=object),
+                     col_ids=np.array(list(pd.date_range("2020-01-01", periods=30, tz="UTC")),
+                                      dtype=object))
+
+
+def test_rank_is_the_name_and_latent_dim_is_deprecated():
+    m = DeepMF(5, 4, hidden=(3,), rank=2)
+    assert m.rank == 2 and m.config()["rank"] == 2 and "latent_dim" not in m.config()
+    assert m.row_net.layers[-1].out_features == 2
+    for cls in (DeepMF, DiscreteDeepMF):
+        with pytest.warns(DeprecationWarning, match="'latent_dim=' is deprecated, use 'rank='") \
+                as rec:
+            old = cls(5, 4, hidden=(3,), latent_dim=3)
+        assert rec[0].filename == __file__  # points at the caller
+        assert old.rank == 3 and old.col_net.layers[-1].out_features == 3
+        with pytest.warns(DeprecationWarning):
+            assert old.latent_dim == 3
+        assert cls(**old.config()).rank == 3  # the config rebuilds the model
+        with pytest.raises(TypeError, match="latent_dims"):
+            cls(5, 4, latent_dims=3)
+
+
+def test_save_load_round_trip_gives_identical_predictions(data, fitted, tmp_path):
+    train, _, test = data
+    path = fitted.save(tmp_path / "dmf.pt")
+    torch.load(path, weights_only=True)  # safe to load
+    rng = torch.get_rng_state()
+    again = inference.load(path)
+    assert torch.equal(torch.get_rng_state(), rng)  # loading draws nothing
+    assert isinstance(again, DeepMFFit) and again.kind == "DeepMFFit"
+    assert not again.has_posterior and again.inference_name == "MAP (deep MF)"
+    assert again.model is not fitted.model
+    assert torch.equal(again.predict(test), fitted.predict(test))
+    assert torch.equal(again.predict(test, discrete="round"),
+                       fitted.predict(test, discrete="round"))
+    obs = reindex(train, torch.arange(10), torch.arange(train.n_cols))
+    sel = test.rows < 10
+    pair = (test.rows[sel], test.cols[sel])
+    assert torch.equal(again.predict_new_rows(obs, pair), fitted.predict_new_rows(obs, pair))
+    assert again.best_epoch == fitted.best_epoch and again.history == fitted.history
+    assert again.train_info["fingerprint"] == files.fingerprint(train)
+    assert again.settings["config"] == fitted.settings["config"]
+    with pytest.raises(NoPosteriorError, match="point estimate"):
+        again.predict_interval(test)
+    # clamp / num_samples / seed are accepted as by every fit; predictions stay in the scale
+    p = again.predict(test, clamp=True, num_samples=5, seed=1)
+    assert torch.equal(p, again.predict(test)) and float(p.min()) >= 1 and float(p.max()) <= 5
+
+
+def test_discrete_fit_with_any_ids_round_trips(tmp_path):
+    R = small()
+    torch.manual_seed(0)
+    d = DiscreteDeepMF(*R.shape, hidden=(8,), rank=3, gamma_b=1e-3)
+    fit = fit_deep_mf(d, R, epochs=3, batch_size=200, lr=1e-2, lam_schedule=(2.0, 20.0),
+                      val=R, monitor="mae")
+    again = inference.load(fit.save(tmp_path / "dmfd.pt"))
+    assert type(again.model) is DiscreteDeepMF
+    assert float(again.model.quantizer.lam) == pytest.approx(20.0)
+    assert torch.equal(again.predict(R, discrete="hard"), fit.predict(R, discrete="hard"))
+    assert torch.equal(again.predict(R), fit.predict(R))
+    assert list(again.train.row_ids) == list(R.row_ids)
+    assert list(again.train.col_ids) == list(R.col_ids)
+    assert type(again.train.col_ids[0]) is type(R.col_ids[0])
+    assert torch.equal(again.train.values, R.values) and again.train.scale == R.scale
+
+
+def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
+    R = small()
+    val = small(seed=1)
+    opts = {"epochs": 5, "batch_size": 300, "lr": 1e-2, "seed": 4, "val": val,
+            "lam_schedule": (2.0, 50.0), "exclude_targets": True, "monitor": "mae"}
+
+    def make() -> DiscreteDeepMF:
+        torch.manual_seed(0)
+        return DiscreteDeepMF(*R.shape, hidden=(8,), rank=3)
+
+    straight = fit_deep_mf(make(), R, **opts)
+    ckpt = tmp_path / "run.ckpt"
+    part = fit_deep_mf(make(), R, checkpoint=ckpt, checkpoint_every=1, stop_after=2, **opts)
+    assert len(part.history["loss"]) == 2 and not part.settings["finished"] and ckpt.exists()
+    resumed = fit_deep_mf(make(), R, checkpoint=ckpt, checkpoint_every=1, **opts)
+    assert resumed.history["loss"] == straight.history["loss"]
+    assert resumed.history["lam"] == straight.history["lam"]
+    assert resumed.history["val_mae"] == straight.history["val_mae"]
+    assert resumed.best_epoch == straight.best_epoch
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    # other settings or other data are refused, naming what differs
+    with pytest.raises(ResumeMismatch, match="lr"):
+        fit_deep_mf(make(), R, checkpoint=ckpt, **{**opts, "lr": 3e-3})
+    with pytest.raises(ResumeMismatch, match="lam_schedule"):
+        fit_deep_mf(make(), R, checkpoint=ckpt, **{**opts, "lam_schedule": (1.0, 50.0)})
+    other = R.with_values(R.values.flip(0))
+    with pytest.raises(ResumeMismatch, match="data"):
+        fit_deep_mf(make(), other, checkpoint=ckpt, **opts)
+    # resume=False starts afresh (and equals the uninterrupted run)
+    fresh = fit_deep_mf(make(), R, checkpoint=ckpt, resume=False, **opts)
+    assert fresh.history["loss"] == straight.history["loss"]
+
+
+def test_nan_stops_with_an_error_naming_epoch_and_step():
+    R = small()
+    m = DeepMF(*R.shape, hidden=(8,), rank=3)
+    with torch.no_grad():
+        m.row_net.layers[0].bias[0] = float("nan")
+    with pytest.raises(FloatingPointError, match="epoch 0, step 0; last good checkpoint: none"):
+        fit_deep_mf(m, R, epochs=2, batch_size=300)
+
+
+def test_patience_counts_evaluations(monkeypatch):
+    """Validation every 2 epochs, each evaluation worse than the first: with patience 3 the
+    fit stops after the 4th evaluation (epoch 8), whatever the epochs in between."""
+    R = small()
+    calls = [0]
+    orig = DeepMFFit.predict
+
+    def worse_each_time(self, data, **kw):
+        if data is R:  # the validation data: error 0.1, 0.2, 0.3, ...
+            calls[0] += 1
+            return data.values + 0.1 * calls[0]
+        return orig(self, data, **kw)
+
+    monkeypatch.setattr(DeepMFFit, "predict", worse_each_time)
+    fit = fit_deep_mf(DeepMF(*R.shape, hidden=(8,), rank=3), R, epochs=30, batch_size=300,
+                      val=R, eval_every=2, patience=3)
+    assert fit.history["val_epoch"] == [1, 3, 5, 7]
+    assert fit.history["val_rmse"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert fit.settings["epochs_run"] == 8 and fit.settings["stopped_early"]
+    assert fit.best_epoch == 2
+
+
+def test_learning_rate_schedule():
+    R = small()
+    torch.manual_seed(0)
+    fit = fit_deep_mf(DeepMF(*R.shape, hidden=(8,), rank=3), R, epochs=4, batch_size=300,
+                      lr=1e-2)
+    assert fit.history["lr"] == [1e-2] * 4  # default: constant (as tuned)
+    assert fit.settings["final_lr"] == 1e-2
+    fit = fit_deep_mf(DeepMF(*R.shape, hidden=(8,), rank=3), R, epochs=4, batch_size=300,
+                      lr=1e-2, final_lr=1e-3, clip_norm=1.0)
+    lrs = fit.history["lr"]  # exponential decay per epoch towards final_lr
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(1e-2 * 0.1 ** 0.75)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert fit.settings["clip_norm"] == 1.0 and fit.settings["final_lr"] == 1e-3

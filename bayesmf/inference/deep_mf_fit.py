@@ -17,25 +17,34 @@ which feeds the targets in; off by default).
 
 :class:`DeepMFFit` predicts for known rows x known columns (area I) and, with no
 retraining, for new rows given their ratings on the known columns (area II), new columns
-given their ratings by the known rows (area III), and new rows x new columns (area IV).
+given their ratings by the known rows (area III), and new rows x new columns (area IV). It is
+a :class:`~bayesmf.inference.fits.Fit` (a point estimate: no posterior): ``fit.save(path)``
+and :func:`bayesmf.inference.load` round-trip it, with the training ratings its inputs are
+built from.
+
+The optimisation runs in the one training loop (:func:`bayesmf.inference.loop.train`):
+learning-rate decay, clipping, validation, patience, keeping the best state, checkpoints and
+divergence errors are the loop's; DMF-D's ``lambda`` is set at the first step of each epoch.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..data.containers import Ratings
 from ..models.deep_mf import DeepMF, DiscreteDeepMF, rating_matrix
+from . import files
+from .checks import check_int, check_positive
+from .fits import Fit, data_info
+from .loop import train as run_loop
 
 __all__ = ["fit_deep_mf", "DeepMFFit", "reindex", "geometric_schedule"]
 
@@ -103,9 +112,34 @@ def _rows_cols(data: Ratings | tuple[Any, Any], device: torch.device) -> tuple[A
             torch.as_tensor(c, dtype=torch.long, device=device))
 
 
+_MODEL_CLASSES: dict[str, type[DeepMF]] = {"DeepMF": DeepMF, "DiscreteDeepMF": DiscreteDeepMF}
+
+
+def _ratings_payload(r: Ratings) -> dict[str, Any]:
+    """The training ratings as tensors and plain values (ids of any type via encode_ids)."""
+    return {
+        "rows": r.rows.detach().cpu(), "cols": r.cols.detach().cpu(),
+        "values": r.values.detach().cpu(), "shape": list(r.shape),
+        "scale": None if r.scale is None else [float(s) for s in r.scale], "name": r.name,
+        "row_ids": files.encode_ids(r.row_ids), "col_ids": files.encode_ids(r.col_ids),
+    }
+
+
+def _ratings_from(p: dict[str, Any], device: torch.device) -> Ratings:
+    return Ratings(
+        p["rows"].to(device), p["cols"].to(device), p["values"].to(device),
+        shape=tuple(p["shape"]), row_ids=files.decode_ids(p["row_ids"]),
+        col_ids=files.decode_ids(p["col_ids"]),
+        scale=None if p["scale"] is None else tuple(p["scale"]), name=p["name"],
+    )
+
+
 @dataclass
-class DeepMFFit:
+class DeepMFFit(Fit):
     """A fitted DMF / DMF-D with the training matrix its inputs are built from.
+
+    A point estimate (MAP): :meth:`predict_interval` and :meth:`to_inference_data` raise
+    :class:`~bayesmf.inference.fits.NoPosteriorError`.
 
     Attributes
     ----------
@@ -114,13 +148,16 @@ class DeepMFFit:
     train : Ratings
         The training ratings; the inputs of known rows/columns are built from them only.
     history : dict of lists
-        Per epoch: ``loss`` (objective), ``lam`` (DMF-D), ``val_rmse``/``val_mae``.
+        Per epoch: ``loss`` (objective), ``lr``, ``lam`` (DMF-D); per evaluation:
+        ``val_rmse``/``val_mae``, ``val`` (the monitored one) and ``val_epoch`` (0-based).
     settings : dict
         The options of the fit.
     fit_seconds : float
         Wall-clock time of the optimisation.
     best_epoch : int
         Epoch (1-based) whose parameters were kept.
+    train_info : dict
+        Shape, name, scale, original ids and fingerprint of the training data.
     """
 
     model: DeepMF
@@ -129,7 +166,17 @@ class DeepMFFit:
     settings: dict[str, Any] = field(default_factory=dict)
     fit_seconds: float = 0.0
     best_epoch: int = 0
+    train_info: dict[str, Any] = field(default_factory=dict)
     _cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    kind = "DeepMFFit"
+    has_posterior = False
+    inference_name = "MAP (deep MF)"
+
+    def __post_init__(self) -> None:
+        if not self.train_info:
+            fp = files.fingerprint(self.train)
+            self.train_info = {**data_info(self.train), "fingerprint": fp}
 
     @property
     def device(self) -> torch.device:
@@ -170,7 +217,7 @@ class DeepMFFit:
     @torch.no_grad()
     def _predict(
         self, U: torch.Tensor, V: torch.Tensor, data: Ratings | tuple[Any, Any],
-        discrete: str | None,
+        discrete: str | None, clamp: bool = False,
     ) -> torch.Tensor:
         rows, cols = _rows_cols(data, U.device)
         cos = self.model.cosine(U[rows], V[cols])
@@ -187,23 +234,41 @@ class DeepMFFit:
         pred = self.model.to_rating(out).clamp(*self.model.scale)
         if discrete == "round":
             pred = torch.round(pred)
+        if clamp:
+            scale = getattr(data, "scale", None) or self.train.scale or self.model.scale
+            pred = pred.clamp(float(scale[0]), float(scale[1]))
         return pred
 
     def predict(
-        self, data: Ratings | tuple[Any, Any], discrete: str | None = None
+        self,
+        data: Ratings | tuple[Any, Any],
+        *,
+        clamp: bool = False,
+        num_samples: int | None = None,
+        seed: int = 0,
+        discrete: str | None = None,
     ) -> torch.Tensor:
-        """Predicted ratings (original scale, within it) at known rows x known columns.
+        """Predicted ratings (original scale, within the model's) at known rows x known columns.
 
         Parameters
         ----------
         data : Ratings or (rows, cols)
             Entries to predict (indices into the training matrix).
+        clamp : bool
+            Also clamp to the scale of ``data`` (or, failing that, of the training data).
+            The cosine output always lies within the model's scale already.
+        num_samples, seed
+            Ignored (a point estimate); accepted so every fit is called alike.
         discrete : {None, "hard", "round"}
             ``None``: the model's output (DMF: cosine; DMF-D: ``G_{lambda,b}`` at the
             final ``lambda``); ``"hard"``: DMF-D's hard quantizer (``lambda -> inf``);
             ``"round"``: round to the nearest integer rating.
+
+        Returns
+        -------
+        torch.Tensor, shape (n,)
         """
-        return self._predict(self.row_factors(), self.col_factors(), data, discrete)
+        return self._predict(self.row_factors(), self.col_factors(), data, discrete, clamp)
 
     def predict_new_rows(
         self, observed: Ratings, data: Ratings | tuple[Any, Any], discrete: str | None = None
@@ -216,6 +281,8 @@ class DeepMFFit:
             The new rows' observed ratings on the known columns (their input vectors).
         data : Ratings or (rows, cols)
             Entries to predict: rows index the ``k`` new rows, columns the known ones.
+        discrete : {None, "hard", "round"}
+            As in :meth:`predict`.
         """
         return self._predict(self.row_factors(observed), self.col_factors(), data, discrete)
 
@@ -238,11 +305,49 @@ class DeepMFFit:
         V = self.col_factors(col_observed)
         return self._predict(U, V, data, discrete)
 
+    # ----------------------------------------------------------------- saving
+    def _payload(self) -> dict[str, Any]:
+        return {
+            **self._common_payload(),
+            "model_class": type(self.model).__name__,
+            "model_config": self.model.config(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "train": _ratings_payload(self.train),
+            "best_epoch": int(self.best_epoch),
+        }
 
-def _check_pos_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    @classmethod
+    def _from_payload(
+        cls, payload: dict[str, Any], device: str | torch.device | None = None
+    ) -> DeepMFFit:
+        name = payload["model_class"]
+        if name not in _MODEL_CLASSES:
+            raise ValueError(f"unknown deep MF model class {name!r}")
+        with torch.random.fork_rng(devices=[]):  # building the model must not move the RNG
+            model = _MODEL_CLASSES[name](**payload["model_config"])
+        model.load_state_dict(payload["state_dict"])
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        model.to(dev).eval()
+        train = _ratings_from(payload["train"], dev)
+        return cls(model=model, train=train, best_epoch=payload["best_epoch"],
+                   **cls._common_from(payload))
+
+
+def _lam_schedule(
+    lam_schedule: Callable[[int], float] | tuple[float, float] | list[float] | None, epochs: int
+) -> tuple[Callable[[int], float], list[float]]:
+    """The ``lambda`` of each epoch and a plain record of the schedule (for settings)."""
+    if lam_schedule is None:
+        lam_schedule = (1.0, 100.0)
+    if isinstance(lam_schedule, (tuple, list)):
+        if len(lam_schedule) != 2:
+            raise ValueError(f"lam_schedule must be (start, end), got {lam_schedule!r}")
+        start, end = (float(v) for v in lam_schedule)
+        return geometric_schedule(start, end, epochs), [start, end]
+    if not callable(lam_schedule):
+        raise TypeError(f"lam_schedule must be callable or (start, end), got {lam_schedule!r}")
+    values = [float(lam_schedule(e)) for e in range(epochs)]
+    return lam_schedule, values
 
 
 def fit_deep_mf(
@@ -253,6 +358,7 @@ def fit_deep_mf(
     batch_size: int | None = 8192,
     lr: float = 1e-3,
     final_lr: float | None = None,
+    clip_norm: float | None = None,
     gamma: float | None = None,
     gamma_b: float | None = None,
     lam_schedule: Callable[[int], float] | tuple[float, float] | None = None,
@@ -261,10 +367,15 @@ def fit_deep_mf(
     exclude_targets: bool = False,
     val: Ratings | None = None,
     patience: int | None = None,
+    eval_every: int = 1,
     monitor: str = "rmse",
     seed: int = 0,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+    progress: bool | None = None,
 ) -> DeepMFFit:
     """Fit DMF / DMF-D by Adam on minibatches of the observed training entries.
 
@@ -280,16 +391,23 @@ def fit_deep_mf(
     batch_size : int or None
         Entries per step (``None``: all, full-batch gradient).
     lr, final_lr : float
-        Adam learning rate, decayed exponentially to ``final_lr`` (default: constant).
+        Adam learning rate, decayed exponentially per epoch to ``final_lr``. The default
+        (``None``) is a constant rate, ``final_lr = lr`` -- unlike the other engines'
+        ``lr / 10``: the DMF/DMF-D settings were tuned at a constant rate, and decaying to
+        ``lr / 10`` changes their results beyond the run-to-run noise (most for short fits
+        and for DMF-D fine-tuning, whose boundaries move at ``boundary_lr``).
+    clip_norm : float, optional
+        Gradient norm clipping (default: none).
     gamma, gamma_b : float, optional
         Override the model's weight decay ``gamma`` and (DMF-D) boundary penalty ``gamma_2``.
     lam_schedule : callable or (float, float), optional
         DMF-D: ``lambda`` per epoch (``epoch -> lambda``) or ``(start, end)`` for a
-        geometric rise over the epochs. Default ``(1, 100)``.
+        geometric rise over the epochs. Default ``(1, 100)``. It is set at the first step of
+        each epoch.
     boundary_lr : float, optional
-        DMF-D: Adam learning rate of the quantizer boundaries (default ``lr``); the
-        boundaries are few and shared by all entries, so a larger rate lets them move
-        within a short fine-tuning.
+        DMF-D: Adam learning rate of the quantizer boundaries (default ``lr``; decayed by
+        the same factor as ``lr``); the boundaries are few and shared by all entries, so a
+        larger rate lets them move within a short fine-tuning.
     loss : {"mse", "l1"}
         Data term: the paper's mean squared error (default), or the mean absolute error
         (a departure from the paper: with a quantized output it targets the conditional
@@ -297,18 +415,30 @@ def fit_deep_mf(
     exclude_targets : bool
         Remove each minibatch's entries from that step's inputs (see module docstring).
     val : Ratings, optional
-        Validation entries (same shape): RMSE/MAE per epoch; the best epoch's parameters
-        are kept. DMF-D is validated on its hard (``lambda -> inf``) predictions.
+        Validation entries (same shape): RMSE/MAE every ``eval_every`` epochs; the best
+        evaluation's parameters are kept. DMF-D is validated on its hard
+        (``lambda -> inf``) predictions.
     patience : int, optional
-        With ``val``: stop after this many epochs without improvement.
+        With ``val``: stop after this many evaluations without improvement.
+    eval_every : int
+        Evaluate on ``val`` every this many epochs.
     monitor : {"rmse", "mae"}
         Validation metric for selecting the epoch.
     seed : int
         Seed of the minibatch order (the model's initialisation is the caller's).
     device : str or torch.device, optional
         Where to fit (default: the model's device).
-    progress : bool
-        Show a tqdm bar.
+    checkpoint, checkpoint_every, resume
+        Checkpoint file (written every ``checkpoint_every`` epochs and at the end); an
+        existing one is resumed from (``resume=True``) when it was written for the same data
+        and settings, else refused with
+        :class:`~bayesmf.inference.files.ResumeMismatch` naming what differs;
+        ``resume=False`` starts afresh and overwrites it. The result equals an
+        uninterrupted run.
+    stop_after : int, optional
+        Stop (as if killed) after this many epochs of this call.
+    progress : bool, optional
+        Show a tqdm bar (default: only in a terminal).
 
     Returns
     -------
@@ -319,7 +449,8 @@ def fit_deep_mf(
     ValueError
         On a shape mismatch, bad options, or ``patience`` without ``val``.
     FloatingPointError
-        When the objective becomes NaN/inf.
+        When the objective or a parameter becomes NaN/inf; the message names the epoch, the
+        step and the last good checkpoint.
 
     Examples
     --------
@@ -328,7 +459,7 @@ def fit_deep_mf(
     >>> R, _ = data.synthetic_ratings(40, 30, rank=2, density=0.5, seed=0)
     >>> R = R.replace(scale=(1.0, 5.0), values=R.values.clamp(1, 5))
     >>> _ = torch.manual_seed(0)
-    >>> m = models.DeepMF(40, 30, hidden=(16,), latent_dim=4)
+    >>> m = models.DeepMF(40, 30, hidden=(16,), rank=4)
     >>> fit = fit_deep_mf(m, R, epochs=5, batch_size=None, lr=1e-2)
     >>> len(fit.history["loss"]), fit.predict(R).shape
     (5, torch.Size([600]))
@@ -340,11 +471,16 @@ def fit_deep_mf(
     if train.shape != (model.n_rows, model.n_cols):
         raise ValueError(f"train has shape {train.shape}, the model takes "
                          f"({model.n_rows}, {model.n_cols})")
-    epochs = _check_pos_int("epochs", epochs)
+    epochs = check_int("epochs", epochs)
     if batch_size is not None:
-        batch_size = _check_pos_int("batch_size", batch_size)
-    if not lr > 0 or (final_lr is not None and not final_lr > 0):
-        raise ValueError(f"lr and final_lr must be positive, got {lr}, {final_lr}")
+        batch_size = check_int("batch_size", batch_size)
+    lr = check_positive("lr", lr)
+    final_lr = lr if final_lr is None else check_positive("final_lr", final_lr)
+    if clip_norm is not None:
+        clip_norm = check_positive("clip_norm", clip_norm)
+    if boundary_lr is not None:
+        boundary_lr = check_positive("boundary_lr", boundary_lr)
+    eval_every = check_int("eval_every", eval_every)
     if loss not in ("mse", "l1"):
         raise ValueError(f"loss must be 'mse' or 'l1', got {loss!r}")
     if monitor not in ("rmse", "mae"):
@@ -354,7 +490,7 @@ def fit_deep_mf(
     if patience is not None:
         if val is None:
             raise ValueError("patience (early stopping) needs validation data: pass val=")
-        patience = _check_pos_int("patience", patience)
+        patience = check_int("patience", patience)
     discrete = isinstance(model, DiscreteDeepMF)
     if gamma is not None:
         model.gamma = float(gamma)
@@ -362,12 +498,7 @@ def fit_deep_mf(
         if not discrete:
             raise ValueError("gamma_b applies to DiscreteDeepMF only")
         model.gamma_b = float(gamma_b)
-    if lam_schedule is None:
-        lam_schedule = (1.0, 100.0)
-    if isinstance(lam_schedule, tuple):
-        lam_fn = geometric_schedule(*lam_schedule, epochs)
-    else:
-        lam_fn = lam_schedule
+    lam_fn, lam_record = _lam_schedule(lam_schedule, epochs)
 
     if device is not None:
         model.to(device)
@@ -376,13 +507,16 @@ def fit_deep_mf(
     target = model.to_unit(train.values.to(dev, torch.float32))
     n = rows.numel()
     bs = n if batch_size is None else min(batch_size, n)
+    steps_per_epoch = math.ceil(n / bs)
     X_full, Y_full = model.inputs(train, device=dev)
-    settings = {
-        "model": type(model).__name__, "config": model.config(), "epochs": epochs,
-        "batch_size": bs, "lr": lr, "final_lr": final_lr, "exclude_targets": exclude_targets,
-        "lam_schedule": [lam_fn(0), lam_fn(epochs - 1)] if discrete else None,
-        "boundary_lr": boundary_lr, "loss": loss,
-        "patience": patience, "monitor": monitor, "seed": seed, "device": str(dev),
+    settings: dict[str, Any] = {
+        "engine": "deep_mf", "model": type(model).__name__, "config": model.config(),
+        "epochs": epochs, "batch_size": bs, "lr": lr, "final_lr": final_lr,
+        "clip_norm": clip_norm, "exclude_targets": exclude_targets,
+        "lam_schedule": lam_record if discrete else None,
+        "boundary_lr": boundary_lr, "loss": loss, "patience": patience,
+        "eval_every": eval_every, "monitor": monitor, "seed": seed,
+        "validated": val is not None,
     }
     b_params = [model.quantizer.boundaries] if discrete else []
     b_params = [p for p in b_params if isinstance(p, torch.nn.Parameter)]
@@ -390,83 +524,68 @@ def fit_deep_mf(
     groups: list[dict[str, Any]] = [{"params": net_params}]
     if b_params:
         groups.append({"params": b_params, "lr": boundary_lr or lr})
-    opt = torch.optim.Adam(groups, lr=lr)
-    sched = None
-    if final_lr is not None:
-        gamma_lr = (final_lr / lr) ** (1.0 / max(epochs - 1, 1))
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma_lr)
     gen = torch.Generator().manual_seed(int(seed))
-    history: dict[str, list[float]] = {"loss": []}
-    if discrete:
-        history["lam"] = []
-    if val is not None:
-        history["val_rmse"], history["val_mae"] = [], []
-    fit = DeepMFFit(model=model, train=train, history=history, settings=settings)
-    best = {"score": math.inf, "epoch": 0, "state": None}
+    fit = DeepMFFit(model=model, train=train, settings=settings)
     val_t = None if val is None else val.values.to(dev).double()
-    t0 = time.perf_counter()
-    bar = tqdm(range(epochs), desc=type(model).__name__, disable=not progress, leave=False)
-    model.train()
-    for epoch in bar:
+    perm: list[torch.Tensor] = []
+    pending: list[float] = []
+
+    def step(epoch: int, s: int) -> torch.Tensor:
+        if s == 0:
+            if discrete:
+                model.set_lam(lam_fn(epoch))
+            perm[:] = list(torch.randperm(n, generator=gen).to(dev).split(bs))
+        idx = perm[s]
+        if exclude_targets and bs < n:
+            keep = torch.ones(n, dtype=torch.bool, device=dev)
+            keep[idx] = False
+            X = torch.sparse_coo_tensor(
+                torch.stack([rows[keep], cols[keep]]), target[keep], train.shape,
+                check_invariants=False,
+            ).coalesce()
+            Y = X.t().coalesce()
+        else:
+            X, Y = X_full, Y_full
+        pred = model.predict_unit(model.embed_rows(X), model.embed_cols(Y), rows[idx], cols[idx])
+        obj = model.objective(pred, target[idx], loss=loss)
+        obj.backward()
+        # weighted by the batch's size, so that the loop's mean over steps is the mean per entry
+        return obj.detach() * (idx.numel() * steps_per_epoch / n)
+
+    def on_epoch(epoch: int) -> dict[str, float]:
+        out: dict[str, float] = {}
         if discrete:
-            model.set_lam(lam_fn(epoch))
-            history["lam"].append(float(model.quantizer.lam))
-        perm = torch.randperm(n, generator=gen).to(dev)
-        total = 0.0
-        for start in range(0, n, bs):
-            idx = perm[start:start + bs]
-            if exclude_targets and bs < n:
-                keep = torch.ones(n, dtype=torch.bool, device=dev)
-                keep[idx] = False
-                X = torch.sparse_coo_tensor(
-                    torch.stack([rows[keep], cols[keep]]), target[keep], train.shape,
-                    check_invariants=False,
-                ).coalesce()
-                Y = X.t().coalesce()
-            else:
-                X, Y = X_full, Y_full
-            U = model.embed_rows(X)
-            V = model.embed_cols(Y)
-            pred = model.predict_unit(U, V, rows[idx], cols[idx])
-            obj = model.objective(pred, target[idx], loss=loss)
-            opt.zero_grad(set_to_none=True)
-            obj.backward()
-            opt.step()
-            total += float(obj.detach()) * idx.numel()
-        loss_epoch = total / n
-        if not math.isfinite(loss_epoch):
-            raise FloatingPointError(f"fit_deep_mf diverged at epoch {epoch + 1}; lower lr")
-        history["loss"].append(loss_epoch)
-        if sched is not None:
-            sched.step()
-        msg = {"loss": f"{loss_epoch:.4g}"}
-        if val is not None:
+            out["lam"] = float(model.quantizer.lam)
+        if val is not None and (epoch + 1) % eval_every == 0:
             model.eval()
             fit._cache.clear()
             p = fit.predict(val, discrete="hard" if discrete else None).double()
-            v_rmse = float(torch.sqrt((p - val_t).pow(2).mean()))
-            v_mae = float((p - val_t).abs().mean())
             model.train()
-            history["val_rmse"].append(v_rmse)
-            history["val_mae"].append(v_mae)
-            msg["val_rmse"] = f"{v_rmse:.4f}"
-            score = v_rmse if monitor == "rmse" else v_mae
-            if score < best["score"]:
-                best = {"score": score, "epoch": epoch + 1,
-                        "state": copy.deepcopy(model.state_dict())}
-            elif patience is not None and epoch + 1 - best["epoch"] >= patience:
-                logger.debug("early stop at epoch %d", epoch + 1)
-                break
-        logger.debug("epoch %d: %s", epoch + 1, msg)
-        if progress:
-            bar.set_postfix(**msg)
-    bar.close()
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-        fit.best_epoch = int(best["epoch"])
-    else:
-        fit.best_epoch = len(history["loss"])
+            out["val_rmse"] = float(torch.sqrt((p - val_t).pow(2).mean()))
+            out["val_mae"] = float((p - val_t).abs().mean())
+            pending[:] = [out["val_rmse"] if monitor == "rmse" else out["val_mae"]]
+        return out
+
+    model.train()
+    res = run_loop(
+        step, {"model": model}, epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr,
+        final_lr=final_lr, params=groups, clip_norm=clip_norm, on_epoch=on_epoch,
+        evaluate=None if val is None else (lambda: pending[0]), eval_every=eval_every,
+        patience=patience, generators=[gen], checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every, resume=resume,
+        fingerprint=fit.train_info["fingerprint"], settings=settings, stop_after=stop_after,
+        progress=progress, desc=type(model).__name__, engine="DeepMF",
+    )
     model.eval()
     fit._cache.clear()
-    fit.fit_seconds = time.perf_counter() - t0
+    fit.history = dict(res.history)
+    fit.fit_seconds = res.seconds
+    fit.best_epoch = (res.best_epoch + 1 if res.finished and res.best_epoch is not None
+                      else res.epochs_run)
+    fit.settings = {**settings, "device": str(dev), "stopped_early": res.stopped_early,
+                    "finished": res.finished, "best_epoch": fit.best_epoch,
+                    "epochs_run": res.epochs_run}
+    if res.best_epoch is not None:
+        logger.info("fit_deep_mf: best validation %s %.5g at epoch %d of %d", monitor,
+                    res.best_score, res.best_epoch + 1, res.epochs_run)
     return fit

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -135,8 +136,9 @@ class DeepMF(PyroModule):
         the column network vectors of length ``n_rows``.
     hidden : sequence of int
         Widths of the hidden layers of each branch (``()``: a linear map).
-    latent_dim : int
-        Size ``d`` of the latent factors.
+    rank : int
+        The number of latent factors ``d`` (the output width of each branch).
+        (``latent_dim=`` is the deprecated spelling, kept for one release.)
     activation : str
         Hidden activation: ``"relu"``, ``"tanh"``, ``"sigmoid"``, ``"elu"``,
         ``"leaky_relu"`` or ``"identity"``.
@@ -152,7 +154,7 @@ class DeepMF(PyroModule):
     >>> import torch
     >>> from bayesmf.data import synthetic_ratings
     >>> _ = torch.manual_seed(0)
-    >>> m = DeepMF(30, 20, hidden=(16,), latent_dim=4, scale=(1, 5))
+    >>> m = DeepMF(30, 20, hidden=(16,), rank=4, scale=(1, 5))
     >>> R, _ = synthetic_ratings(30, 20, density=0.3, seed=0)
     >>> X, Y = m.inputs(R)          # rows and columns of the scaled training matrix
     >>> X.shape, Y.shape
@@ -167,17 +169,19 @@ class DeepMF(PyroModule):
         n_rows: int,
         n_cols: int,
         hidden: Sequence[int] = (512,),
-        latent_dim: int = 64,
+        rank: int = 64,
         activation: str = "relu",
         scale: tuple[float, float] = (1.0, 5.0),
         gamma: float = 1e-4,
         noise: float = 0.5,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
+        rank = _rank_from(rank, deprecated, type(self).__name__)
         if n_rows < 1 or n_cols < 1:
             raise ValueError(f"n_rows and n_cols must be positive, got {n_rows}, {n_cols}")
-        if latent_dim < 1 or any(int(h) < 1 for h in hidden):
-            raise ValueError(f"widths must be positive, got hidden={hidden}, d={latent_dim}")
+        if rank < 1 or any(int(h) < 1 for h in hidden):
+            raise ValueError(f"widths must be positive, got hidden={hidden}, rank={rank}")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation}")
         lo, hi = (float(s) for s in scale)
@@ -187,13 +191,20 @@ class DeepMF(PyroModule):
             raise ValueError(f"need gamma >= 0 and noise > 0, got {gamma}, {noise}")
         self.n_rows, self.n_cols = int(n_rows), int(n_cols)
         self.hidden = tuple(int(h) for h in hidden)
-        self.latent_dim = int(latent_dim)
+        self.rank = int(rank)
         self.activation = activation
         self.scale = (lo, hi)
         self.gamma = float(gamma)
         self.noise = float(noise)
-        self.row_net = _Branch(self.n_cols, self.hidden, self.latent_dim, activation)
-        self.col_net = _Branch(self.n_rows, self.hidden, self.latent_dim, activation)
+        self.row_net = _Branch(self.n_cols, self.hidden, self.rank, activation)
+        self.col_net = _Branch(self.n_rows, self.hidden, self.rank, activation)
+
+    @property
+    def latent_dim(self) -> int:
+        """Deprecated alias of :attr:`rank` (kept for one release)."""
+        warnings.warn(f"{type(self).__name__}.latent_dim is deprecated, use .rank",
+                      DeprecationWarning, stacklevel=2)
+        return self.rank
 
     # ----------------------------------------------------------------- scaling
     @property
@@ -220,7 +231,7 @@ class DeepMF(PyroModule):
             "n_rows": self.n_rows,
             "n_cols": self.n_cols,
             "hidden": list(self.hidden),
-            "latent_dim": self.latent_dim,
+            "rank": self.rank,
             "activation": self.activation,
             "scale": list(self.scale),
             "gamma": self.gamma,
@@ -379,6 +390,18 @@ class DeepMF(PyroModule):
         return self.cosine(U[rows], V[cols])
 
 
+def _rank_from(rank: int, deprecated: dict[str, Any], where: str) -> int:
+    """``rank``, or the deprecated ``latent_dim=`` (DeprecationWarning, kept for one release);
+    TypeError for any other unexpected keyword."""
+    if "latent_dim" in deprecated:
+        rank = deprecated.pop("latent_dim")
+        warnings.warn(f"{where}: 'latent_dim=' is deprecated, use 'rank='", DeprecationWarning,
+                      stacklevel=3)
+    if deprecated:
+        raise TypeError(f"{where}() got unexpected keyword arguments {sorted(deprecated)}")
+    return rank
+
+
 def _strip(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
@@ -388,8 +411,8 @@ class DiscreteDeepMF(DeepMF):
 
     Parameters
     ----------
-    n_rows, n_cols, hidden, latent_dim, activation, scale, gamma, noise
-        As for :class:`DeepMF`.
+    n_rows, n_cols, hidden, rank, activation, scale, gamma, noise
+        As for :class:`DeepMF` (``latent_dim=``: the deprecated spelling of ``rank=``).
     levels : sequence of float, optional
         The rating levels on the original scale (default ``alpha, alpha + 1, ..., beta``).
     gamma_b : float
@@ -401,7 +424,7 @@ class DiscreteDeepMF(DeepMF):
     --------
     >>> import torch
     >>> _ = torch.manual_seed(0)
-    >>> m = DiscreteDeepMF(30, 20, hidden=(8,), latent_dim=4, scale=(1, 5), lam=1e4)
+    >>> m = DiscreteDeepMF(30, 20, hidden=(8,), rank=4, scale=(1, 5), lam=1e4)
     >>> m.quantizer.levels.tolist()     # the levels 1..5 on the unit scale
     [-1.0, -0.5, 0.0, 0.5, 1.0]
     >>> out = m(torch.randn(6, 20), torch.randn(6, 30))
@@ -414,7 +437,7 @@ class DiscreteDeepMF(DeepMF):
         n_rows: int,
         n_cols: int,
         hidden: Sequence[int] = (512,),
-        latent_dim: int = 64,
+        rank: int = 64,
         activation: str = "relu",
         scale: tuple[float, float] = (1.0, 5.0),
         gamma: float = 1e-4,
@@ -422,8 +445,10 @@ class DiscreteDeepMF(DeepMF):
         levels: Sequence[float] | None = None,
         gamma_b: float = 1e-2,
         lam: float = 1.0,
+        **deprecated: Any,
     ) -> None:
-        super().__init__(n_rows, n_cols, hidden, latent_dim, activation, scale, gamma, noise)
+        rank = _rank_from(rank, deprecated, type(self).__name__)
+        super().__init__(n_rows, n_cols, hidden, rank, activation, scale, gamma, noise)
         if levels is None:
             lo, hi = self.scale
             if lo != round(lo) or hi != round(hi):
