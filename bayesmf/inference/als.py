@@ -50,7 +50,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.containers import Ratings
-from . import files
+from . import distributed, files
 from .checks import check_int, check_positive, check_rank
 from .fits import Fit, data_info, deprecated_kwarg
 from .loop import show_progress
@@ -374,6 +374,8 @@ def _solve_side(
     for the other arguments).
     """
     G, rhs = gram(target, other, y, feats, n_target, chunk)
+    distributed.all_reduce_(G)  # data parallel: sums over every process's ratings
+    distributed.all_reduce_(rhs)
     G.diagonal(dim1=-2, dim2=-1).add_(lam)
     rhs.add_(lam * prior)
     chol, info = torch.linalg.cholesky_ex(G)
@@ -383,6 +385,16 @@ def _solve_side(
         sol[bad] = torch.linalg.solve(G[bad], rhs[bad])
     # Rows/columns without ratings get exactly their prior mean.
     return torch.where(has_data[:, None], sol, prior)
+
+
+def _global_mean(t: torch.Tensor) -> float:
+    """Mean (in float64) of ``t`` over the ratings of every process."""
+    if not distributed.is_distributed():
+        return float(t.double().mean())
+    both = torch.stack([t.double().sum(), torch.tensor(float(t.numel()), dtype=torch.float64,
+                                                        device=t.device)])
+    distributed.all_reduce_(both)
+    return float(both[0] / both[1])
 
 
 def _dot(
@@ -432,6 +444,12 @@ def als(
     then (with biases) the global mean. The per-row Gram matrices are built with
     ``index_add_`` over chunks of ratings and solved with one batched Cholesky
     factorisation: there is no Python loop over rows, columns or ratings.
+
+    Under ``torch.distributed`` (launched by ``torchrun``, every process passing the same
+    ``ratings``) each process reads only its :func:`~bayesmf.inference.distributed.shard`;
+    the Gram matrices, right-hand sides, counts and residual sums are summed over the
+    processes (``all_reduce``) and every process solves the same systems, so all return
+    the same factors as a single process would (up to rounding).
 
     Parameters
     ----------
@@ -538,9 +556,10 @@ def als(
         raise ValueError(f"dtype must be a floating dtype, got {dt}")
 
     n_rows, n_cols = ratings.shape
-    rows = ratings.rows.to(dev)
-    cols = ratings.cols.to(dev)
-    x = ratings.values.to(device=dev, dtype=dt)
+    local = distributed.shard(ratings)  # the whole data without torch.distributed
+    rows = local.rows.to(dev)
+    cols = local.cols.to(dev)
+    x = local.values.to(device=dev, dtype=dt)
     u0 = _prior_mean(prior_mean_u, n_rows, rank, "prior_mean_u", dev, dt)
     v0 = _prior_mean(prior_mean_v, n_cols, rank, "prior_mean_v", dev, dt)
     # Two copies of the ratings, sorted by row and by column: accumulating the
@@ -549,8 +568,8 @@ def als(
     c_rows, c_cols, c_x = rows[by_col], cols[by_col], x[by_col]
     by_row = torch.argsort(rows, stable=True)
     rows, cols, x = rows[by_row], cols[by_row], x[by_row]
-    row_counts = torch.bincount(rows, minlength=n_rows)
-    col_counts = torch.bincount(cols, minlength=n_cols)
+    row_counts = distributed.all_reduce_(torch.bincount(rows, minlength=n_rows))
+    col_counts = distributed.all_reduce_(torch.bincount(cols, minlength=n_cols))
 
     dim = rank + 1 if biases else rank
     chunk = _chunk_size(chunk_size, dim)
@@ -572,7 +591,7 @@ def als(
     V = v0 + init_scale * torch.randn(n_cols, rank, generator=gen, dtype=dt).to(dev)
     b = torch.zeros(n_rows, dtype=dt, device=dev)
     c = torch.zeros(n_cols, dtype=dt, device=dev)
-    mu = float(x.double().mean()) if biases else 0.0
+    mu = _global_mean(x) if biases else 0.0
     ones_r = torch.ones(n_rows, 1, dtype=dt, device=dev)
     ones_c = torch.ones(n_cols, 1, dtype=dt, device=dev)
     dot_chunk = max(1, GRAM_BUDGET // max(rank, 1))
@@ -581,7 +600,7 @@ def als(
         resid = x - _dot(U, V, rows, cols, dot_chunk) - mu
         if biases:
             resid = resid - b[rows] - c[cols]
-        val = resid.double().pow(2).sum()
+        val = distributed.all_reduce_(resid.double().pow(2).sum().reshape(1)).squeeze(0)
         val = val + (lam_rows[:, :rank].double() * (U - u0).double().pow(2)).sum()
         val = val + (lam_cols[:, :rank].double() * (V - v0).double().pow(2)).sum()
         if biases:
@@ -594,7 +613,8 @@ def als(
     prev = objective()
     n_iter = 0
     t0 = time.perf_counter()
-    bar = tqdm(range(epochs), desc="ALS", disable=not show_progress(progress), leave=False)
+    bar = tqdm(range(epochs), desc="ALS", leave=False,
+               disable=not show_progress(progress) or distributed.rank() != 0)
     for it in bar:
         # rows: unknowns [u_n, b_n], features [v_m, 1], target x - mu - c_m
         y = x - mu - c[cols] if biases else x
@@ -614,7 +634,7 @@ def als(
             V, c = sol[:, :rank].contiguous(), sol[:, rank].contiguous()
             # global mean (flat prior): the mean residual
             resid = x - _dot(U, V, rows, cols, dot_chunk) - b[rows] - c[cols]
-            mu = float(resid.double().mean())
+            mu = _global_mean(resid)
         else:
             V = sol
         obj = objective()

@@ -15,7 +15,10 @@ step. :func:`train` owns everything else, once, with one meaning per option:
 * checkpoints (:mod:`~bayesmf.inference.files`: atomic, fingerprinted, checksummed) that a
   killed run resumes from exactly, refused when the data or settings differ;
 * a non-finite loss or parameter raises :class:`FloatingPointError` naming the epoch, the step
-  and the last good checkpoint.
+  and the last good checkpoint;
+* with ``data_parallel=True`` (under ``torch.distributed``, see
+  :mod:`~bayesmf.inference.distributed`) the gradients and the loss are averaged over the
+  processes before clipping and stepping, and only rank 0 writes checkpoints.
 
 An engine supplies ``step(epoch, step) -> loss`` (it computes the loss and its gradients; the
 loop clips and steps the optimiser), optionally ``evaluate() -> float`` (lower is better) and
@@ -37,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import files
+from . import distributed, files
 
 __all__ = ["LoopResult", "train", "show_progress", "diverged_message"]
 
@@ -128,6 +131,7 @@ def train(
     progress: bool | None = None,
     desc: str = "fit",
     engine: str = "fit",
+    data_parallel: bool = False,
 ) -> LoopResult:
     """Run ``epochs`` rounds of ``steps_per_epoch`` optimiser steps; see the module docstring.
 
@@ -177,6 +181,14 @@ def train(
         Show a tqdm bar (default: only in a terminal).
     desc, engine : str
         Bar label and the engine's name in error messages.
+    data_parallel : bool
+        The processes of the initialised ``torch.distributed`` group each computed ``step``
+        on their shard of the data with the same parameters: the gradients and the loss are
+        averaged over them in one ``all_reduce`` before clipping and stepping (so all take
+        the same step, and the history and divergence checks see the average loss); rank 0
+        alone writes checkpoints (with every process's generator states) and its checkpoint
+        is broadcast to all on resume; a ``max_seconds`` stop is decided jointly. Ignored
+        when no process group is initialised.
 
     Returns
     -------
@@ -205,9 +217,12 @@ def train(
     bad = 0
     ckpt = None if checkpoint is None else Path(checkpoint)
     settings = dict(settings or {})
+    # ---- data parallel (a no-op unless asked for and torch.distributed is initialised)
+    dp = data_parallel and distributed.is_distributed()
+    writer = not dp or distributed.rank() == 0
 
     def snapshot() -> dict[str, Any]:
-        return {
+        state = {
             "modules": _state_of(modules),
             "optimizer": None if opt is None else opt.state_dict(),
             "scheduler": None if sched is None else sched.state_dict(),
@@ -218,22 +233,33 @@ def train(
             "bad": bad,
             "extra": None if extra_state is None else extra_state[0](),
         }
+        if dp:  # each process has its own minibatch order
+            state["generators_by_rank"] = distributed.gather_objects(state["generators"])
+        return state
 
     def save() -> None:
         assert ckpt is not None
-        files.save_file(ckpt, f"checkpoint/{engine}", snapshot(), fingerprint=fingerprint,
-                        settings=settings)
+        state = snapshot()  # a collective under data parallelism: every process calls it
+        if writer:
+            files.save_file(ckpt, f"checkpoint/{engine}", state, fingerprint=fingerprint,
+                            settings=settings)
 
-    if ckpt is not None and resume and ckpt.exists():
+    blob = None
+    if ckpt is not None and resume and writer and ckpt.exists():
         saved = files.load_file(ckpt, f"checkpoint/{engine}")
         files.check_compatible(saved, fingerprint, settings)
         blob = saved.payload
+    if dp and ckpt is not None and resume:
+        blob = distributed.broadcast_object(blob)
+    if blob is not None:
         for k, m in modules.items():
             m.load_state_dict(blob["modules"][k])
         if opt is not None:
             opt.load_state_dict(blob["optimizer"])
             sched.load_state_dict(blob["scheduler"])  # type: ignore[union-attr]
-        for g, s in zip(gens, blob["generators"], strict=True):
+        by_rank = blob.get("generators_by_rank")
+        gen_states = by_rank[distributed.rank()] if dp and by_rank else blob["generators"]
+        for g, s in zip(gens, gen_states, strict=True):
             g.set_state(s)
         torch.set_rng_state(blob["torch_rng"])
         res = LoopResult(**blob["result"])
@@ -247,7 +273,7 @@ def train(
 
     t0, offset = time.perf_counter(), res.seconds
     bar = tqdm(total=epochs, initial=res.epochs_run, desc=desc, unit="epoch",
-               disable=not show_progress(progress), leave=False)
+               disable=not (writer and show_progress(progress)), leave=False)
     run_here = 0
     interrupted = False
     while res.epochs_run < epochs and not res.stopped_early:
@@ -264,7 +290,12 @@ def train(
                 raise FloatingPointError(
                     diverged_message(engine, "NaN/inf parameters", epoch, s, last_good)
                 ) from err
-            value = float(loss)
+            if dp and opt is not None:  # average gradients and loss over the processes
+                value = distributed.all_reduce_grads(clipped, loss)  # type: ignore[assignment]
+            elif dp:
+                value = float(distributed.all_reduce_(torch.tensor([float(loss)]), "mean"))
+            else:
+                value = float(loss)
             if not math.isfinite(value):
                 raise FloatingPointError(
                     diverged_message(engine, f"loss {value}", epoch, s, last_good)
@@ -311,9 +342,11 @@ def train(
         if ckpt is not None and checkpoint_every and res.epochs_run % checkpoint_every == 0:
             save()
             last_good = str(ckpt)
+        out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
+        if dp and max_seconds is not None:  # clocks differ: stop together or not at all
+            out_of_time = distributed.any_true(out_of_time)
         if res.epochs_run < epochs and not res.stopped_early and (
-            (stop_after is not None and run_here >= stop_after)
-            or (max_seconds is not None and time.perf_counter() - t0 > max_seconds)
+            (stop_after is not None and run_here >= stop_after) or out_of_time
         ):
             interrupted = True
             log.info("stopping after %d epochs of this call, as asked", run_here)
