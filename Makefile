@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bayesmf-installed
 
-.PHONY: demo test lint bench bench-quick clean install
+.PHONY: demo test lint bench bench-quick clean install docs
 
 install: $(STAMP)
 
@@ -18,6 +18,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
+
+# The documentation site (mkdocs.yml, docs/): figures from small runs, then a strict build into
+# site/ (every warning fails). The docs extra is installed into the venv the first time.
+DOCS_STAMP := $(VENV)/.bayesmf-docs-installed
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	MPLBACKEND=Agg $(BIN)/python docs/gen_figures.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 demo: $(STAMP)
 	$(BIN)/bayesmf demo

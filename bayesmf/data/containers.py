@@ -567,6 +567,8 @@ class Network:
     name : str
         A label used in reports.
 
+    Notes
+    -----
     Use :meth:`from_adjacency` to build one from a 0/1 matrix (checked for
     squareness, symmetry, binary entries and an empty diagonal).
 
