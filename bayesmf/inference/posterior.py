@@ -98,12 +98,24 @@ class PosteriorFit(Fit):
     def predictive_samples(
         self, data: Any, num_samples: int | None = 500, seed: int = 0
     ) -> torch.Tensor:
-        """Draws ``x ~ p(x | z) p(z | data)`` at the entries of ``data``, shape ``(S, n)``."""
+        """Draws ``x ~ p(x | z) p(z | data)`` at the entries of ``data``, shape ``(S, n)``.
+
+        From a finite set of kept draws (Markov chains) fewer than ``num_samples``, every draw
+        of ``z`` gets the same number of observation draws, so each counts equally."""
         gen = torch.Generator(device=self.model.device).manual_seed(seed + 1)
-        return self._map_draws(
-            data, num_samples, seed,
-            lambda z, d: self.model.predictive_draws(z, d.rows, d.cols, generator=gen),
-        )
+        wanted = num_samples or self.default_num_samples
+
+        def draw(z: dict[str, torch.Tensor], d: Any) -> torch.Tensor:
+            S = next(iter(z.values())).shape[0]
+            reps = max(1, -(-wanted // self._available(wanted))) if S else 1
+            z = {k: v.repeat_interleave(reps, 0) for k, v in z.items()} if reps > 1 else z
+            return self.model.predictive_draws(z, d.rows, d.cols, generator=gen)
+
+        return self._map_draws(data, num_samples, seed, draw)
+
+    def _available(self, wanted: int) -> int:
+        """How many distinct draws of ``z`` a call asking for ``wanted`` gets."""
+        return wanted
 
     @torch.no_grad()
     def predict_interval(
