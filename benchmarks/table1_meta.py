@@ -36,8 +36,9 @@ Protocol
     repetition (``--maml``: runs on the finished repetitions, reusing their splits).
 
 * Posterior calibration (``--posterior``, reusing the checkpoints): the prior precision
-  and noise of ``MetaPriorMF.posterior`` chosen by
-  :func:`bayesmf.models.meta_prior.calibrate_posterior` on ``CAL_EPISODES``
+  and noise of the posterior under the meta-learned prior
+  (:func:`bayesmf.inference.meta_posterior.fit_meta_posterior`, the library's SVI engine)
+  chosen by :func:`bayesmf.inference.meta_posterior.calibrate_posterior` on ``CAL_EPISODES``
   meta-validation episodes, then the posterior-mean MSE, 50%/90% interval coverage and
   widths, and log predictive density on the hidden entries of the meta-test matrices,
   against the uncalibrated posterior (meta-learned lambda, noise 1) and the 10-step
@@ -96,7 +97,11 @@ from bayesmf.data import (  # noqa: E402
     load_movielens,
 )
 from bayesmf.data.episodes import Episode  # noqa: E402
-from bayesmf.models.meta_prior import calibrate_posterior  # noqa: E402
+from bayesmf.inference import files  # noqa: E402
+from bayesmf.inference.meta_posterior import (  # noqa: E402
+    calibrate_posterior,
+    fit_meta_posterior,
+)
 
 logger = logging.getLogger("benchmarks.table1_meta")
 
@@ -277,8 +282,8 @@ def _posterior_metrics(model: models.MetaPriorMF, test_eps: list[Episode], **kw:
     sums: dict[str, float] = {}
     n = 0.0
     for e in test_eps:  # one batch of test matrices
-        post = model.posterior(e.X_train, e.train_mask, num_steps=POST_STEPS,
-                               num_samples=POST_SAMPLES, seed=0, **kw)
+        post = fit_meta_posterior(model, e.X_train, e.train_mask, steps=POST_STEPS, seed=0,
+                                  **kw).summary(0.9, POST_SAMPLES, seed=0)
         t = e.test_mask
         k = float(t.sum())
         vals = {"mse_post_mean": float(((post.mean - e.X)[t] ** 2).mean()),
@@ -298,10 +303,11 @@ def _posterior_metrics(model: models.MetaPriorMF, test_eps: list[Episode], **kw:
 
 def run_posterior_rep(name: str, Z: Ratings, rep: int, args: argparse.Namespace,
                       deadline: float) -> dict[str, Any] | None:
-    """Calibrate ``MetaPriorMF.posterior`` on meta-validation tasks and score it on meta-test.
+    """Calibrate the posterior under the meta-learned prior on meta-validation tasks and score
+    it on meta-test.
 
     Uses the repetition's meta-trained checkpoint (no retraining): precision and noise
-    by :func:`bayesmf.models.meta_prior.calibrate_posterior` on the first ``CAL_EPISODES``
+    by :func:`bayesmf.inference.meta_posterior.calibrate_posterior` on the first ``CAL_EPISODES``
     meta-validation episodes, then the posterior of each meta-test matrix; compared with
     the uncalibrated posterior (meta-learned lam, noise 1) and the 10-step adaptation.
     """
@@ -311,13 +317,13 @@ def run_posterior_rep(name: str, Z: Ratings, rep: int, args: argparse.Namespace,
     if deadline - time.perf_counter() < 120:
         raise OutOfTime
     _, _, _, _, _, _, val_eps, test_eps = rep_data(Z, rep, args)
-    ours = models.MetaPriorMF.load(args.work / f"{name}_rep{rep}_Ours_best.pt").eval()
+    ours = inference.load_meta_model(args.work / f"{name}_rep{rep}_Ours_best.pt").eval()
     t0 = time.perf_counter()
     cal = calibrate_posterior(ours, val_eps[: max(1, CAL_EPISODES // BATCH)],
                               precisions=CAL_PRECISIONS, noises=CAL_NOISES,
-                              num_steps=POST_STEPS, num_samples=POST_SAMPLES)
+                              steps=POST_STEPS, num_samples=POST_SAMPLES)
     cal_s = time.perf_counter() - t0
-    ours.save(args.work / f"{name}_rep{rep}_Ours_calibrated.pt")
+    inference.MetaFit(ours, finished=True).save(args.work / f"{name}_rep{rep}_Ours_calibrated.pt")
     out = {"rep": rep, "calibration": cal, "calibration_s": cal_s,
            "mse_adapt": _pooled_mse(predict_model(ours, test_eps), test_eps),
            "calibrated": _posterior_metrics(ours, test_eps),
@@ -345,7 +351,7 @@ def run_maml_rep(name: str, Z: Ratings, rep: int, args: argparse.Namespace, dead
     ckpt = args.work / f"{name}_rep{rep}_MAML.pt"
     spent = 0.0
     if ckpt.exists():
-        spent = torch.load(ckpt, map_location="cpu", weights_only=False)["result"]["seconds"]
+        spent = files.load_file(ckpt, "checkpoint/meta-train").payload["result"]["seconds"]
     remaining = deadline - time.perf_counter()
     budget = MAML_BUDGET_S - spent
     if remaining < 30 and budget > 1:
@@ -355,20 +361,17 @@ def run_maml_rep(name: str, Z: Ratings, rep: int, args: argparse.Namespace, dead
     maml, res = inference.maml_train(
         net, train_s, val_eps, steps=args.steps, lr=LR, eval_every=EVAL_EVERY,
         patience=PATIENCE, checkpoint=ckpt, max_seconds=max(min(remaining - 20, budget), 0.0),
-        progress=args.progress, **MAML_KW,
+        progress=args.progress, final_lr=LR, **MAML_KW,
     )
     budget_spent = res.seconds >= MAML_BUDGET_S - 1
     if not res.finished and not budget_spent:
         raise OutOfTime
     if not res.finished:
-        # budget spent between evaluations: the live weights compete with the best so far
-        best = copy.deepcopy(maml.state_dict())
-        maml.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
-        live = inference.evaluate_episodes(maml, val_eps)
-        if live < res.best_val:
-            res.best_val, res.best_step = live, res.steps
-        else:
-            maml.load_state_dict(best)
+        # budget spent: the loop stops after a round's evaluation and leaves the live weights;
+        # the best evaluated so far (possibly these) are in the checkpoint
+        best = files.load_file(ckpt, "checkpoint/meta-train").payload["best_state"]
+        if best is not None:
+            maml.load_state_dict(best["model"])
     mse = _pooled_mse(predict_model(maml, test_eps), test_eps)
     out = {"rep": rep, "mse": mse, "meta_train": {
         "seconds": res.seconds, "steps": res.steps, "best_step": res.best_step,
@@ -399,7 +402,7 @@ def run_rep(name: str, Z: Ratings, rep: int, args: argparse.Namespace, deadline:
         res = inference.meta_train(
             m, train_s, val_eps, steps=args.steps, lr=LR, eval_every=EVAL_EVERY,
             patience=PATIENCE, checkpoint=work / f"{name}_rep{rep}_{key}.pt",
-            max_seconds=remaining - 10, progress=args.progress,
+            max_seconds=remaining - 10, progress=args.progress, final_lr=LR,
         )
         if not res.finished:
             raise OutOfTime
@@ -438,7 +441,7 @@ def run_rep(name: str, Z: Ratings, rep: int, args: argparse.Namespace, deadline:
                         "EML": _pooled_mse(predict_model(eml, eps), eps),
                         "Mean": _pooled_mse(predict_mean(eps), eps)}
     out["fig4"] = fig4
-    ours.save(work / f"{name}_rep{rep}_Ours_best.pt")
+    inference.MetaFit(ours, finished=True).save(work / f"{name}_rep{rep}_Ours_best.pt")
     state_path.write_text(json.dumps(out, indent=1))
     logger.info("%s rep %d: %s", name, rep, {k: round(v, 4) for k, v in mse.items()})
     return out
@@ -585,7 +588,7 @@ def write_outputs(results: dict, extra: dict, settings: dict, stem: str) -> None
             pc = extra[name]["posterior"]
             md += [f"### Posterior calibration ({pc['n_reps']} repetitions, hidden entries of "
                    "the meta-test matrices)", "",
-                   "`MetaPriorMF.posterior` (SVI, mean-field) with precision and noise chosen by "
+                   "`fit_meta_posterior` (SVI, mean-field) with precision and noise chosen by "
                    "`calibrate_posterior` on meta-validation episodes (max. held-out log "
                    "predictive density), against the meta-learned lambda with noise 1. "
                    f"10-step adaptation MSE: {_fmt(pc['mse_adapt_T10'])}.", "",

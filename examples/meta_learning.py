@@ -6,10 +6,10 @@ meta-test groups (70/10/20), meta-trains :class:`bayesmf.models.MetaPriorMF` on 
 benchmark's budget with ``--full``), saves it, then imputes a brand-new 30x30 matrix of
 meta-test users x items from half of its observed ratings and prints the MSE on the other
 half next to per-matrix MF (ALS) and the matrix mean, plus the coverage of the 90%
-posterior predictive intervals from ``MetaPriorMF.posterior`` (SVI under the meta-learned
-prior means), with the prior precision and noise calibrated on meta-validation matrices
-(``calibrate_posterior``) and, for contrast, with the meta-learned lambda. Values are
-z-scored ratings.
+posterior predictive intervals from ``inference.fit_meta_posterior`` (the library's SVI
+engine under the meta-learned prior means), with the prior precision and noise calibrated on
+meta-validation matrices (``calibrate_posterior``) and, for contrast, with the meta-learned
+lambda. Values are z-scored ratings.
 
 Run::
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from bayesmf import data, inference, models
-from bayesmf.models.meta_prior import calibrate_posterior
+from bayesmf.inference.meta_posterior import calibrate_posterior, fit_meta_posterior
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
     model = models.MetaPriorMF(channels=32, layers=3, rank=32, steps=10, step_size=1e-2)
     t0 = time.perf_counter()
     res = inference.meta_train(model, sampler, val_sampler, steps=steps, lr=1e-3,
-                               eval_every=100, patience=5, val_episodes=64)
+                               final_lr=1e-3, eval_every=100, patience=5, val_episodes=64)
     print(f"meta-trained {res.steps} steps in {time.perf_counter() - t0:.0f} s; best "
           f"meta-validation MSE {res.best_val:.3f} at step {res.best_step}; "
           f"lambda = {float(model.lam.detach()):.3f}")
@@ -60,9 +60,9 @@ def main() -> None:
     cal = calibrate_posterior(model, val_sampler.fixed(32, seed=1))
     print(f"posterior calibrated on 32 meta-validation matrices: precision "
           f"{cal['precision']:g}, noise {cal['noise']:g}")
-    path = model.save(Path(args.out))
-    model = models.MetaPriorMF.load(path).eval()
-    print(f"saved to {path}")
+    path = res.save(Path(args.out))  # the fit: the model, its history and settings
+    model = inference.load(path).model.eval()
+    print(f"saved to {path} (read back with bayesmf.inference.load)")
 
     # a brand-new 30x30 matrix of meta-test users and items; half its ratings hidden
     ep = data.EpisodeSampler(test, 30, 30, train_ratio=0.5, batch_size=1).fixed(1, seed=7)[0]
@@ -89,8 +89,8 @@ def main() -> None:
     lam = float(model.lam.detach())
     for prec, noise, what in ((lam, 1.0, "meta-learned lambda, noise 1"),
                               (None, None, "calibrated (default)")):
-        post = model.posterior(X, B, num_steps=300, num_samples=500, level=0.9, precision=prec,
-                               noise=noise)
+        post = fit_meta_posterior(model, X, B, steps=300, precision=prec, noise=noise).summary(
+            level=0.9, num_samples=500)
         print(f"posterior ({what}): mean MSE {mse(post.mean):.3f}; 90% interval coverage on "
               f"hidden ratings {post.coverage(ep.X, hidden):.3f} (mean width "
               f"{float((post.upper - post.lower)[hidden].mean()):.2f})")

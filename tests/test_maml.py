@@ -39,7 +39,9 @@ def test_inner_loop_reduces_the_training_loss():
     before = maml._inner_loss(dict(maml.net.named_parameters()), buffers, X[0], inp, B[0] - inp)
     after = maml._inner_loss({k: v[0] for k, v in params.items()}, buffers, X[0], inp,
                              B[0] - inp)
+    before, after = before.detach(), after.detach()
     assert float(after) < 0.8 * float(before), (float(before), float(after))
+    losses = losses.detach()
     assert float(losses[-1, 0]) < float(losses[-2, 0])  # the last step on its own split
     # the initialisation itself is not changed by adaptation
     p0 = dict(maml.net.named_parameters())
@@ -59,7 +61,7 @@ def test_adapted_predictions_depend_on_the_tasks_observed_entries():
     n, m = B[0].nonzero()[0]
     Xc = X.clone()
     Xc[0, n, m] += 3.0
-    diff = (maml.predict(Xc, B) - maml.predict(X, B)).abs()
+    diff = (maml.predict(Xc, B) - maml.predict(X, B)).abs().detach()
     diff[0, n, m] = 0
     assert float(diff.max()) > 1e-3
     # unobserved values are never read
@@ -87,5 +89,10 @@ def test_meta_gradient_reaches_the_initialisation_and_training_runs(tmp_path):
         models.ExchangeableMatrixNet(channels=8, layers=2, dropout=0.0), s, s, steps=40,
         lr=3e-3, inner_lr=0.05, val_episodes=8, eval_every=20, checkpoint=tmp_path / "c.pt",
         progress=False)
-    assert res.finished and res.steps == 40 and len(res.history) == 2
-    assert res.best_val < 1.5
+    assert res.finished and res.steps == 40 and len(res.evaluations) == 2
+    assert res.best_val < 1.5 and res.model is maml
+    # save -> inference.load rebuilds the wrapper and its network: identical predictions
+    ep = s.fixed(4, seed=3)[0]
+    back = inference.load(res.save(tmp_path / "maml.pt"))
+    assert isinstance(back.model, inference.MAML) and back.model.config() == maml.config()
+    assert torch.equal(back.predict(ep), res.predict(ep))

@@ -329,6 +329,47 @@ class EpisodeSampler:
     def n_tasks(self) -> int:
         return len(self._tasks)
 
+    @property
+    def generator(self) -> torch.Generator:
+        """The random generator of the episode stream (its state is checkpointed by
+        :func:`bayesmf.inference.meta_train`)."""
+        return self._gen
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the episodes this sampler draws, for checkpoints.
+
+        Returns
+        -------
+        dict
+            Plain values: the tasks' shapes and numbers of ratings, one sha256 over the
+            tasks' contents (rows, columns and values, as in
+            :func:`bayesmf.inference.files.fingerprint` of a :class:`Ratings`), the episode
+            sizes, ``train_ratio``, ``batch_size``, ``min_observed``, ``max_tries``, the task
+            weights and the seed of the sampler's own generator.
+        """
+        import hashlib
+
+        h = hashlib.sha256()
+        for t in self.tasks:  # loop over tasks, each hashed as whole arrays
+            for a, dtype in ((t.rows, "<i8"), (t.cols, "<i8"), (t.values, "<f4")):
+                arr = np.ascontiguousarray(a.detach().cpu().numpy().astype(dtype, copy=False))
+                h.update(str(arr.shape).encode())
+                h.update(arr.tobytes())
+        return {
+            "kind": "EpisodeSampler",
+            "shapes": [list(t.shape) for t in self.tasks],
+            "n": [len(t) for t in self.tasks],
+            "sha256": h.hexdigest(),
+            "n_rows": self.n_rows,
+            "n_cols": self.n_cols,
+            "train_ratio": self.train_ratio,
+            "batch_size": self.batch_size,
+            "min_observed": self.min_observed,
+            "max_tries": self.max_tries,
+            "weights": [float(w) for w in self.weights],
+            "seed": int(self._gen.initial_seed()),
+        }
+
     def __repr__(self) -> str:
         return (
             f"EpisodeSampler(tasks={self.n_tasks}, n_rows={self.n_rows}, n_cols={self.n_cols}, "

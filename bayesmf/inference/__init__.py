@@ -28,7 +28,8 @@ from .gibbs import SampleFit, fit_gibbs
 from .guides import MeanFieldGuide
 from .loop import LoopResult
 from .maml import MAML, maml_train
-from .meta_train import MetaTrainResult, evaluate_episodes, meta_train
+from .meta_posterior import MetaPosteriorFit, calibrate_posterior, fit_meta_posterior
+from .meta_train import MetaFit, MetaTrainResult, evaluate_episodes, load_meta_model, meta_train
 from .sbm import SBMFit, fit_sbm, load_sbm
 from .sgd import sgd_mf
 from .svi import VariationalFit, fit_svi
@@ -41,6 +42,8 @@ __all__ = [
     "MAML",
     "MAPFactors",
     "MeanFieldGuide",
+    "MetaFit",
+    "MetaPosteriorFit",
     "MetaTrainResult",
     "NoPosteriorError",
     "ResumeMismatch",
@@ -48,12 +51,15 @@ __all__ = [
     "SampleFit",
     "VariationalFit",
     "als",
+    "calibrate_posterior",
     "evaluate_episodes",
     "fit_deep_mf",
     "fit_gibbs",
+    "fit_meta_posterior",
     "fit_sbm",
     "fit_svi",
     "load",
+    "load_meta_model",
     "load_sbm",
     "maml_train",
     "map_objective",

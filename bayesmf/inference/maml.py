@@ -14,8 +14,11 @@ The inner loop is vectorised over the tasks of a batch with :func:`torch.func.vm
 flows through the inner steps (second-order MAML, ``first_order=False``).
 
 :class:`MAML` wraps the network as a module with ``predict(X, B)``, so the episodic
-:func:`~bayesmf.inference.meta_train` (Adam on the initialisation, early stopping on the
-meta-validation MSE, checkpoints) trains it unchanged; :func:`maml_train` is a shortcut.
+:func:`~bayesmf.inference.meta_train` (Adam on the initialisation on the one training loop:
+early stopping on the meta-validation MSE, checkpoints, divergence errors) trains it
+unchanged; :func:`maml_train` is a shortcut. The result is a
+:class:`~bayesmf.inference.MetaFit` holding the wrapper (saved with the network's class and
+configuration, so :func:`bayesmf.inference.load` rebuilds it).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..data.episodes import EpisodeSampler
-from .meta_train import MetaTrainResult, meta_train
+from .meta_train import MetaFit, meta_train
 
 __all__ = ["MAML", "maml_train"]
 
@@ -183,7 +186,7 @@ def maml_train(
     inner_lr: float = 0.1,
     first_order: bool = False,
     **kw: Any,
-) -> tuple[MAML, MetaTrainResult]:
+) -> tuple[MAML, MetaFit]:
     """Meta-train the initialisation of ``net`` by MAML with :func:`meta_train`.
 
     Parameters
@@ -191,15 +194,17 @@ def maml_train(
     net : nn.Module
         The network (its parameters are the initialisation, updated in place).
     train_sampler, val_sampler, **kw
-        As in :func:`meta_train` (Adam learning rate, steps, early stopping,
-        checkpoint, ``max_seconds``, ...).
+        As in :func:`meta_train` (``steps``, ``lr``, ``final_lr``, ``eval_every``,
+        ``patience``, ``clip_norm``, ``seed``, ``checkpoint``, ``resume``, ``max_seconds``,
+        ``progress``, ...).
     inner_steps, inner_lr, first_order
         As in :class:`MAML`.
 
     Returns
     -------
-    (MAML, MetaTrainResult)
-        The wrapper holding the best (meta-validation) initialisation.
+    (MAML, MetaFit)
+        The wrapper holding the best (meta-validation) initialisation, and the fit (whose
+        ``model`` is the same wrapper).
 
     Examples
     --------
@@ -208,8 +213,7 @@ def maml_train(
     >>> R, _ = synthetic_ratings(40, 30, density=0.5, seed=0)
     >>> tr = EpisodeSampler(R, n_rows=8, n_cols=8, batch_size=2, seed=0)
     >>> maml, res = maml_train(ExchangeableMatrixNet(channels=4, layers=2), tr, tr, steps=4,
-    ...                        inner_steps=2, lr=1e-3, val_episodes=2, eval_every=2,
-    ...                        progress=False)
+    ...                        inner_steps=2, lr=1e-3, val_episodes=2, eval_every=2)
     >>> res.steps, res.best_val < 10.0
     (4, True)
     """

@@ -15,7 +15,7 @@ from .base import GaussianFactorModel, LatentSpec
 from .bayesian_mf import BayesianMF
 from .deep_mf import DeepMF, DiscreteDeepMF
 from .exchangeable import ExchangeableEncoder, ExchangeableLayer, ExchangeableMatrixNet
-from .meta_prior import MetaPosterior, MetaPriorMF
+from .meta_prior import FixedPriorMF, MetaPosterior, MetaPriorMF
 from .nnmf import BayesianNNMF
 from .quantizer import SmoothQuantizer
 from .sbm import DPStochasticBlockModel
@@ -29,6 +29,7 @@ __all__ = [
     "ExchangeableEncoder",
     "ExchangeableLayer",
     "ExchangeableMatrixNet",
+    "FixedPriorMF",
     "GaussianFactorModel",
     "LatentSpec",
     "MetaPosterior",

@@ -3,7 +3,8 @@
 Iwata (2021), "Meta-learning for matrix factorization without shared rows or
 columns". A network reads a partially observed matrix ``X`` (indicator ``B``) of
 any size and outputs the prior means of its factors; the factors are adapted by
-``T`` gradient steps of MAP estimation (:func:`bayesmf.inference.unrolled_map`);
+``T`` gradient steps of MAP estimation (:func:`bayesmf.models.unrolled.unrolled_map`, also
+``bayesmf.inference.unrolled_map``);
 the network is trained episodically (:func:`bayesmf.inference.meta_train`) by
 back-propagating the held-out imputation error through those steps.
 
@@ -26,32 +27,35 @@ Model
 * Prior precision ``lam = exp(log_lam) > 0``, learned; ``U ~ N(U0, 1/lam I)``,
   ``V ~ N(V0, 1/lam I)``, ``x_nm ~ N(u_n^T v_m, 1)`` on standardised values.
 * :meth:`MetaPriorMF.adapt`: ``T`` steps of Eqs. (6)-(7) from ``(U0, V0)``.
-* :meth:`MetaPriorMF.posterior`: the same Gaussian MF with the meta-learned
-  prior means as a real Pyro prior, fitted by SVI (mean-field Gaussian guide):
-  predictive means and intervals for the missing entries. Its prior precision and
-  noise are chosen once on meta-validation tasks by :func:`calibrate_posterior`
-  (the meta-learned ``lam`` makes the intervals uselessly wide).
+* :class:`FixedPriorMF`: the same Gaussian MF of a new matrix with the meta-learned
+  prior means as a real prior (fixed prior scale and noise), a
+  :class:`~bayesmf.models.GaussianFactorModel` that the library's SVI engine fits
+  (:func:`bayesmf.inference.fit_meta_posterior`): predictive means and intervals for the
+  missing entries. Its prior precision and noise are chosen once on meta-validation tasks
+  by :func:`bayesmf.inference.calibrate_posterior` (the meta-learned ``lam`` makes the
+  intervals uselessly wide) and kept in the network's ``post_precision``/``post_noise``.
+* :class:`MetaPosterior`: such a posterior's factors and predictive, as tensors.
+
+Only what is believed lives here; meta-training, the posterior fit and the calibration are
+in :mod:`bayesmf.inference`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..inference.unrolled import unrolled_map
+from .base import GaussianFactorModel, LatentSpec
 from .exchangeable import ExchangeableEncoder, masked_mean
+from .unrolled import unrolled_map
 
-__all__ = ["MetaPriorMF", "MetaPosterior", "calibrate_posterior", "mlp"]
+__all__ = ["FixedPriorMF", "MetaPriorMF", "MetaPosterior", "mlp"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +101,10 @@ def _as_batch(X: torch.Tensor, B: torch.Tensor) -> tuple[bool, torch.Tensor, tor
 class MetaPosterior:
     """Variational posterior of the factors of a batch of matrices, and its predictive.
 
-    All tensors have a leading batch dimension. ``mean``, ``std``, ``lower`` and
-    ``upper`` cover every entry ``(batch, N, M)``; read them at the missing
-    entries (``B == 0``) for imputation.
+    Made by :meth:`bayesmf.inference.MetaPosteriorFit.summary` (the fit of
+    :class:`FixedPriorMF` by SVI). All tensors have a leading batch dimension. ``mean``,
+    ``std``, ``lower`` and ``upper`` cover every entry ``(batch, N, M)``; read them at the
+    missing entries (``B == 0``) for imputation.
 
     Attributes
     ----------
@@ -116,7 +121,7 @@ class MetaPosterior:
     noise : float
         Observation noise standard deviation used.
     elbo : list of float
-        Loss (negative ELBO, summed over the batch) per SVI step.
+        ELBO per observation after each SVI step.
     """
 
     mean: torch.Tensor
@@ -312,260 +317,103 @@ class MetaPriorMF(nn.Module):
     def forward(self, X: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         return self.predict(X, B)
 
-    # --------------------------------------------------------------- Bayesian
-    @staticmethod
-    def pyro_model(
-        X: torch.Tensor, B: torch.Tensor, U0: torch.Tensor, V0: torch.Tensor,
-        lam: torch.Tensor | float, noise: float = 1.0,
-    ) -> torch.Tensor:
-        """Pyro model: ``U ~ N(U0, 1/lam)``, ``V ~ N(V0, 1/lam)``, ``X[B] ~ N(U V^T, noise^2)``.
 
-        Batched ``(batch, N, M)``; each matrix is one independent element of the
-        ``"matrices"`` plate.
-        """
-        prior_sd = torch.as_tensor(lam, dtype=X.dtype, device=X.device).rsqrt()
-        with pyro.plate("matrices", X.shape[0]):
-            U = pyro.sample("U", dist.Normal(U0, prior_sd).to_event(2))
-            V = pyro.sample("V", dist.Normal(V0, prior_sd).to_event(2))
-            mu = U @ V.transpose(-1, -2)
-            return pyro.sample(
-                "obs", dist.Normal(mu, noise).mask(B.bool()).to_event(2), obs=X
-            )
+class FixedPriorMF(GaussianFactorModel):
+    """Gaussian MF of one matrix under given prior means of its factors (e.g. meta-learned).
 
-    def posterior(
-        self,
-        X: torch.Tensor,
-        B: torch.Tensor,
-        *,
-        num_steps: int = 300,
-        lr: float = 0.05,
-        num_samples: int = 500,
-        level: float = 0.9,
-        noise: float | None = None,
-        precision: float | None = None,
-        num_particles: int = 4,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> MetaPosterior:
-        """Posterior of the factors under the meta-learned prior means, by SVI.
+    The factors are the prior means plus Gaussian deviations,
 
-        The prior is ``N(U0, 1/precision I)``, ``N(V0, 1/precision I)`` with ``(U0,
-        V0)`` from :meth:`prior_means`, the likelihood ``N(u_n^T v_m, noise^2)`` on
-        the observed entries. The guide is a mean-field Gaussian initialised at the
-        factors of :meth:`adapt`; the ELBO (``Trace_ELBO``) is maximised with Adam.
-        The network is not changed.
+    .. math::
 
-        **Default precision and noise.** The meta-learned ``lam`` is tuned for the
-        ``T``-step MAP adaptation, not for predictive variances: with ``K = 32``
-        factors and ``lam ~ 1`` the prior variance of ``u^T v`` is about
-        ``K / lam^2``, and the intervals are uselessly wide. So, when the model has
-        been calibrated (:func:`calibrate_posterior`, run once after meta-training on
-        the *meta-validation* tasks), the defaults are the calibrated
-        ``post_precision`` and ``post_noise``: the values that maximise the held-out
-        predictive log-likelihood of meta-validation episodes. An uncalibrated model
-        falls back to ``lam`` and ``noise = 1`` (the model whose MAP :meth:`adapt`
-        approximates on standardised values) and logs a warning.
+        U = U^0 + \\Delta_U,\\quad V = V^0 + \\Delta_V,\\quad
+        \\Delta_U, \\Delta_V \\sim N(0, s^2 I),\\quad x_{nm} \\sim N(u_n^\\top v_m, \\sigma^2),
 
-        Parameters
-        ----------
-        X, B : Tensor, shape (batch, N, M) or (N, M)
-            Values and observation indicator.
-        num_steps, lr, num_particles : SVI settings.
-        num_samples : int
-            Posterior predictive draws for the intervals.
-        level : float
-            Probability of the central predictive interval.
-        noise : float, optional
-            Observation noise standard deviation (override of the default above).
-        precision : float, optional
-            Prior precision (override of the default above).
-        seed : int
-            Seed of the local random state (pyro and torch RNGs are restored after).
-        progress : bool
-            Show a progress bar.
-
-        Returns
-        -------
-        MetaPosterior
-            Batched (leading dimension kept even for 2-D input).
-
-        Examples
-        --------
-        >>> m = MetaPriorMF(channels=4, layers=2, rank=2, steps=2)
-        >>> X, B = torch.randn(6, 5), (torch.rand(6, 5) < 0.6).float()
-        >>> post = m.posterior(X, B, num_steps=20, num_samples=50, precision=10.0, noise=1.0)
-        >>> post.mean.shape, bool((post.lower <= post.upper).all()), post.noise
-        (torch.Size([1, 6, 5]), True, 1.0)
-        """
-        if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1), got {level}")
-        _, X, Bf = _as_batch(X, B)
-        if (precision is None or noise is None) and not self.calibrated:
-            logger.warning("posterior of an uncalibrated MetaPriorMF: using the meta-learned "
-                           "lam and noise 1 (wide intervals); run calibrate_posterior first")
-        if precision is None:
-            precision = float(self.post_precision if self.calibrated else self.lam.detach())
-        if noise is None:
-            noise = float(self.post_noise) if self.calibrated else 1.0
-        if not (precision > 0 and noise > 0):
-            raise ValueError(f"precision and noise must be > 0, got {precision}, {noise}")
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                U0, V0 = self.prior_means(X, Bf)
-                # start from the T-step adaptation with the step size it was trained for
-                Ua, Va = unrolled_map(X, Bf, U0, V0, self.lam.detach(), self.step_size,
-                                      self.steps)
-        finally:
-            self.train(was_training)
-        lam = torch.tensor(float(precision), dtype=X.dtype, device=X.device)
-        init_sd = float(lam.rsqrt()) * 0.1
-        q = {
-            "U_loc": Ua.clone().requires_grad_(True),
-            "V_loc": Va.clone().requires_grad_(True),
-            "U_s": torch.full_like(Ua, math.log(math.expm1(init_sd))).requires_grad_(True),
-            "V_s": torch.full_like(Va, math.log(math.expm1(init_sd))).requires_grad_(True),
-        }
-        sp = nn.functional.softplus
-
-        def guide(X: torch.Tensor, B: torch.Tensor, U0: torch.Tensor, V0: torch.Tensor,
-                  lam: torch.Tensor, noise: float) -> None:
-            with pyro.plate("matrices", X.shape[0]):
-                pyro.sample("U", dist.Normal(q["U_loc"], sp(q["U_s"])).to_event(2))
-                pyro.sample("V", dist.Normal(q["V_loc"], sp(q["V_s"])).to_event(2))
-
-        elbo = pyro.infer.Trace_ELBO(num_particles=num_particles, vectorize_particles=True,
-                                     max_plate_nesting=1)
-        opt = torch.optim.Adam(list(q.values()), lr=lr)
-        history: list[float] = []
-        args = (X, Bf, U0, V0, lam, float(noise))
-        with torch.random.fork_rng(devices=[X.device] if X.device.type == "cuda" else []):
-            pyro.set_rng_seed(seed)
-            for _ in tqdm(range(int(num_steps)), desc="posterior SVI", disable=not progress,
-                          leave=False):
-                opt.zero_grad()
-                loss = elbo.differentiable_loss(self.pyro_model, guide, *args)
-                loss.backward()
-                opt.step()
-                history.append(float(loss.detach()))
-        post = MetaPosterior(
-            mean=X, std=X, lower=X, upper=X, level=float(level),
-            U_loc=q["U_loc"].detach(), U_scale=sp(q["U_s"]).detach(),
-            V_loc=q["V_loc"].detach(), V_scale=sp(q["V_s"]).detach(),
-            noise=float(noise), elbo=history,
-        )
-        with torch.no_grad():
-            mu = post.draws(num_samples, seed, noise=False)  # (S, batch, N, M)
-            post.mean = mu.mean(0)
-            post.std = (mu.var(0) + float(noise) ** 2).sqrt()
-            post.lower, post.upper = post.interval(level, num_samples, seed)
-        return post
-
-    # ------------------------------------------------------------------ saving
-    def save(self, path: str | Path) -> Path:
-        """Save the configuration and weights (loadable with ``weights_only=True``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        torch.save({"config": self.config(), "state_dict": state}, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = None) -> MetaPriorMF:
-        """Re-build a model saved by :meth:`save`."""
-        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-        model = cls(**blob["config"])
-        model.load_state_dict(blob["state_dict"])
-        return model.to(device) if device is not None else model
-
-
-def calibrate_posterior(
-    model: MetaPriorMF,
-    episodes: Sequence[Any],
-    *,
-    precisions: Sequence[float] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0),
-    noises: Sequence[float] = (0.6, 0.7, 0.8, 0.9, 1.1),
-    num_steps: int = 200,
-    num_samples: int = 200,
-    seed: int = 0,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Choose the posterior's prior precision and noise on meta-validation tasks.
-
-    Type-II-style selection on *held-out tasks* rather than per matrix: for each
-    candidate ``(precision, noise)`` the posterior of every meta-validation episode
-    is fitted on its train (support) entries by :meth:`MetaPriorMF.posterior`, and
-    scored by the mean log predictive density of its test (query) entries. A proper
-    scoring rule, so it rewards calibrated intervals as well as accurate means, and
-    the meta-test tasks are never looked at. The search is coordinate-wise on the
-    log-spaced grids: precision (at ``noise = 1``), then noise, then the
-    neighbouring precisions again. The winners are stored in the model
-    (``post_precision``, ``post_noise``; saved by :meth:`MetaPriorMF.save`) and
-    become the defaults of :meth:`MetaPriorMF.posterior`.
-
-    Why not per-matrix empirical Bayes (optimising the precision and noise in each
-    test matrix's ELBO)? With ``K = 32`` mean-field factors and a few hundred
-    observations, the ELBO's hyper-parameter optimum is dominated by the KL terms of
-    the factors and the mean-field under-estimate of the posterior variance; choosing
-    on held-out entries of held-out tasks calibrates the predictive directly.
+    with the prior scale ``s`` and the noise ``sigma`` fixed (not latent). The latent sites
+    are the deviations ``dU`` and ``dV`` (prior mean zero, so the library's
+    :class:`LatentSpec` states them and any engine fits them; a mean-field guide then starts
+    at the prior means). A batch of matrices is one block-diagonal matrix: matrix ``b`` of
+    ``B`` occupies rows ``b N ... (b+1) N - 1`` and columns ``b M ... (b+1) M - 1``, and its
+    factors are rows of ``U^0`` and ``V^0``, so the matrices are independent a posteriori.
 
     Parameters
     ----------
-    model : MetaPriorMF
-        A meta-trained model (updated in place: its posterior buffers only).
-    episodes : sequence of Episode
-        Meta-validation episode batches (``X``, ``train_mask``, ``test_mask``).
-    precisions, noises : sequence of float
-        Candidate values.
-    num_steps, num_samples, seed, progress
-        SVI settings of each fit (see :meth:`MetaPriorMF.posterior`).
-
-    Returns
-    -------
-    dict
-        ``precision``, ``noise``, ``loglik`` (of the winner) and ``grid`` (one record
-        per fit: ``precision``, ``noise``, ``loglik``, ``coverage90``).
+    n_rows, n_cols, rank : int
+        Shape and number of factors ``K``.
+    prior_mean_U, prior_mean_V : Tensor, shapes (n_rows, K) and (n_cols, K)
+        The prior means ``U^0``, ``V^0`` (stored as buffers).
+    prior_scale : float
+        Prior standard deviation ``s`` of every factor entry (``1 / sqrt(precision)``).
+    noise : float
+        Observation noise standard deviation ``sigma``.
+    init_scale : float, optional
+        Initial variational standard deviation of the deviations (default ``0.1 s``).
+    global_mean : float
+        Offset added to every prediction (default 0: standardised values).
 
     Examples
     --------
-    >>> from bayesmf.data import EpisodeSampler, synthetic_ratings
-    >>> R, _ = synthetic_ratings(30, 30, density=0.5, seed=0)
-    >>> eps = EpisodeSampler(R, n_rows=8, n_cols=8, batch_size=4).fixed(4)
-    >>> m = MetaPriorMF(channels=4, layers=2, rank=2, steps=2)
-    >>> out = calibrate_posterior(m, eps, precisions=(1.0, 10.0), noises=(0.5,), num_steps=10,
-    ...                           num_samples=20)
-    >>> m.calibrated, out["precision"] in (1.0, 10.0), out["noise"] in (0.5, 1.0)
-    (True, True, True)
+    >>> m = FixedPriorMF(4, 3, 2, torch.ones(4, 2), torch.zeros(3, 2), prior_scale=0.5)
+    >>> [s.name for s in m.latent_specs()]
+    ['dU', 'dV']
+    >>> z = {"dU": torch.zeros(4, 2), "dV": torch.ones(3, 2)}
+    >>> m.mean(z, torch.tensor([0]), torch.tensor([1])).tolist()
+    [2.0]
     """
-    cache: dict[tuple[float, float], dict[str, float]] = {}
-    bar = tqdm(desc="calibrate posterior", disable=not progress, leave=False)
 
-    def score(p: float, s: float) -> float:
-        key = (float(p), float(s))
-        if key not in cache:
-            ll = cov = n = 0.0
-            for ep in episodes:  # loop over batches of episodes
-                post = model.posterior(ep.X_train, ep.train_mask, num_steps=num_steps,
-                                       num_samples=num_samples, precision=p, noise=s,
-                                       seed=seed)
-                k = float(ep.test_mask.sum())
-                ll += k * post.log_predictive(ep.X, ep.test_mask, num_samples, seed)
-                cov += k * post.coverage(ep.X, ep.test_mask)
-                n += k
-            cache[key] = {"precision": key[0], "noise": key[1], "loglik": ll / max(n, 1.0),
-                          "coverage90": cov / max(n, 1.0)}
-            bar.update(1)
-            logger.info("calibrate_posterior: %s", cache[key])
-        return cache[key]["loglik"]
+    def __init__(
+        self,
+        n_rows: int,
+        n_cols: int,
+        rank: int,
+        prior_mean_U: torch.Tensor,
+        prior_mean_V: torch.Tensor,
+        prior_scale: float = 1.0,
+        noise: float = 1.0,
+        init_scale: float | None = None,
+        global_mean: float | None = 0.0,
+    ) -> None:
+        super().__init__(n_rows, n_cols, global_mean)
+        U0 = torch.as_tensor(prior_mean_U, dtype=torch.get_default_dtype())
+        V0 = torch.as_tensor(prior_mean_V, dtype=torch.get_default_dtype())
+        if U0.shape != (n_rows, rank) or V0.shape != (n_cols, rank):
+            raise ValueError(
+                f"prior means must have shapes {(n_rows, rank)} and {(n_cols, rank)}, got "
+                f"{tuple(U0.shape)} and {tuple(V0.shape)}"
+            )
+        if not (prior_scale > 0 and noise > 0):
+            raise ValueError(f"prior_scale and noise must be > 0, got {prior_scale}, {noise}")
+        self.rank = int(rank)
+        self.prior_scale, self.noise = float(prior_scale), float(noise)
+        self.init_scale = 0.1 * self.prior_scale if init_scale is None else float(init_scale)
+        self.register_buffer("prior_mean_U", U0.detach().clone())
+        self.register_buffer("prior_mean_V", V0.detach().clone())
 
-    ps = sorted(float(p) for p in precisions)
-    best_p = max(ps, key=lambda p: score(p, 1.0))
-    best_s = max(sorted({1.0, *map(float, noises)}), key=lambda s: score(best_p, s))
-    i = ps.index(best_p)
-    best_p = max(ps[max(i - 1, 0): i + 2], key=lambda p: score(p, best_s))
-    bar.close()
-    model.post_precision.fill_(best_p)
-    model.post_noise.fill_(best_s)
-    return {"precision": best_p, "noise": best_s, "loglik": cache[(best_p, best_s)]["loglik"],
-            "grid": list(cache.values())}
+    def latent_specs(self) -> list[LatentSpec]:
+        return [
+            LatentSpec("dU", (self.n_rows, self.rank), prior_scale=self.prior_scale,
+                       dims=("row", "factor"), init_loc=0.0, init_scale=self.init_scale),
+            LatentSpec("dV", (self.n_cols, self.rank), prior_scale=self.prior_scale,
+                       dims=("col", "factor"), init_loc=0.0, init_scale=self.init_scale),
+        ]
+
+    def factors(self, z: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U, V) = (U^0 + dU, V^0 + dV)``, with the sample dimensions of ``z``."""
+        return self.prior_mean_U + z["dU"], self.prior_mean_V + z["dV"]
+
+    def mean(
+        self, z: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        U, V = self.factors(z)
+        return (U[..., rows, :] * V[..., cols, :]).sum(-1) + self.global_mean
+
+    def likelihood(self, mu: torch.Tensor, z: dict[str, torch.Tensor]) -> dist.Distribution:
+        return dist.Normal(mu, torch.full((), self.noise, dtype=mu.dtype, device=mu.device))
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (the prior means as CPU tensors)."""
+        return {
+            "n_rows": self.n_rows, "n_cols": self.n_cols, "rank": self.rank,
+            "prior_mean_U": self.prior_mean_U.detach().cpu(),
+            "prior_mean_V": self.prior_mean_V.detach().cpu(),
+            "prior_scale": self.prior_scale, "noise": self.noise, "init_scale": self.init_scale,
+        }
