@@ -28,9 +28,10 @@ from . import distributed, files
 from .fits import data_info
 from .guides import MeanFieldGuide
 from .loop import train as run_loop
+from .objectives import local_elbo_loss
 from .posterior import PosteriorFit
 
-__all__ = ["fit_svi", "VariationalFit", "annealed_loss"]
+__all__ = ["fit_svi", "VariationalFit", "annealed_loss", "svi_defaults"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,24 @@ def dedicated_engine(model: Any) -> Any:
     return None
 
 
+def svi_defaults(model: Any) -> dict[str, Any]:
+    """The settings ``fit_svi`` uses for ``model`` when the caller gives none.
+
+    Tuned on a validation part of MovieLens-100K's training data (``benchmarks/
+    table1_ml100k.py``): Bayesian MF reaches test RMSE 0.887 in about 4 s of one core;
+    the linear Bayesian NNMF (VI(0)) 0.893 in about 5 s. Deep BNNs need the KL warm-up (see
+    ``kl_warmup``). Other models get a generic schedule.
+    """
+    name = type(model).__name__
+    if name == "BayesianMF":
+        return {"epochs": 60, "lr": 0.1, "final_lr": 0.005, "kl_warmup": 0}
+    if name == "BayesianNNMF":
+        if not getattr(model, "hidden", ()):
+            return {"epochs": 25, "lr": 0.1, "final_lr": 0.01, "kl_warmup": 8}
+        return {"epochs": 60, "lr": 0.03, "final_lr": 0.002, "kl_warmup": 20}
+    return {"epochs": 100, "lr": 0.05, "final_lr": None, "kl_warmup": 0}
+
+
 def _val_score(model: FactorModel, guide: MeanFieldGuide, data: Any) -> float:
     """Plug-in validation score at the posterior mean: RMSE for Gaussian models, negative
     log-likelihood per observation otherwise (lower is better)."""
@@ -152,13 +171,13 @@ def fit_svi(
     model: FactorModel,
     train: Any,
     *,
-    epochs: int = 200,
+    epochs: int | None = None,
     batch_size: int | None = 10_000,
-    lr: float = 0.02,
+    lr: float | None = None,
     final_lr: float | None = None,
     num_particles: int = 1,
     clip_norm: float | None = 100.0,
-    kl_warmup: int = 0,
+    kl_warmup: int | None = None,
     val: Any = None,
     patience: int | None = None,
     eval_every: int = 1,
@@ -182,26 +201,28 @@ def fit_svi(
         options.
     train : Ratings or Pairs
         Training observations of the model's shape (a network for the block model).
-    epochs : int
-        Passes over the training data.
+    epochs : int, optional
+        Passes over the training data (default: the model's, :func:`svi_defaults`).
     batch_size : int or None
         Observations per minibatch (``None``: full batch). The likelihood is scaled by
         ``len(train) / batch_size``, so each step's ELBO estimate is unbiased.
-    lr, final_lr : float
-        Adam learning rate, decayed exponentially per epoch to ``final_lr`` (default
-        ``lr / 10``).
+    lr, final_lr : float, optional
+        Adam learning rate, decayed exponentially per epoch to ``final_lr``. Without ``lr``
+        both are the model's defaults (:func:`svi_defaults`); with ``lr`` only, ``final_lr``
+        is ``lr / 10``.
     num_particles : int
         Monte Carlo samples of ``z`` per ELBO estimate.
     clip_norm : float or None
         Gradient norm clipping.
-    kl_warmup : int
+    kl_warmup : int, optional
         Epochs over which the weight of the KL term rises linearly (per step) from
         ``1 / (kl_warmup * steps_per_epoch)`` to 1 ("deterministic warm-up", Sønderby et
-        al. 2016); 0 switches it off. Mean-field VI of Bayesian neural networks tends to
-        prune every unit at the start, when the KL term dominates a poorly fitted
-        likelihood, and never recovers. ``history["elbo"]`` records the annealed ELBO and
-        ``history["kl_weight"]`` the weight of each epoch's last step; only states after the
-        warm-up (the true ELBO) can be kept as the best.
+        al. 2016); 0 switches it off; default: the model's (:func:`svi_defaults`).
+        Mean-field VI of Bayesian neural networks tends to prune every unit at the start,
+        when the KL term dominates a poorly fitted likelihood, and never recovers.
+        ``history["elbo"]`` records the annealed ELBO and ``history["kl_weight"]`` the
+        weight of each epoch's last step; only states after the warm-up (the true ELBO)
+        can be kept as the best.
     val : Ratings or Pairs, optional
         Validation data: their plug-in score (RMSE, or negative log-likelihood for
         non-Gaussian models) is tracked every ``eval_every`` epochs; the best state after
@@ -257,12 +278,13 @@ def fit_svi(
     """
     dedicated = dedicated_engine(model)
     if dedicated is not None:  # e.g. the block model: closed-form q(Z) steps
+        given = {"epochs": epochs, "lr": lr, "final_lr": final_lr, "kl_warmup": kl_warmup}
         return dedicated(  # type: ignore[return-value]
-            model, train, epochs=epochs, batch_size=batch_size, lr=lr, final_lr=final_lr,
-            num_particles=num_particles, clip_norm=clip_norm, val=val, patience=patience,
-            eval_every=eval_every, seed=seed, device=device, checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after,
-            progress=progress, kl_warmup=kl_warmup,
+            model, train, batch_size=batch_size, num_particles=num_particles,
+            clip_norm=clip_norm, val=val, patience=patience, eval_every=eval_every, seed=seed,
+            device=device, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+            resume=resume, stop_after=stop_after, progress=progress,
+            **{k: v for k, v in given.items() if v is not None},
         )
     if not isinstance(model, FactorModel):
         raise TypeError(
@@ -270,6 +292,12 @@ def fit_svi(
             f"{type(model).__name__} (DeepMF: inference.fit_deep_mf; MetaPriorMF: "
             "inference.meta_train)"
         )
+    defaults = svi_defaults(model)
+    epochs = defaults["epochs"] if epochs is None else epochs
+    if lr is None:
+        lr = defaults["lr"]
+        final_lr = defaults["final_lr"] if final_lr is None else final_lr
+    kl_warmup = defaults["kl_warmup"] if kl_warmup is None else kl_warmup
     if epochs < 1 or (batch_size is not None and batch_size < 1):
         raise ValueError("epochs and batch_size must be positive")
     if kl_warmup < 0 or kl_warmup > epochs:
@@ -320,7 +348,10 @@ def fit_svi(
                            .tensor_split(steps_per_epoch))
         done = epoch * steps_per_epoch + s + 1
         beta[0] = 1.0 if done >= warmup_steps else done / warmup_steps
-        loss = annealed_loss(elbo, model, guide, local, perm[s], beta[0], float(world))
+        if world == 1:  # O(batch): only the batch's rows and columns are drawn
+            loss = local_elbo_loss(model, guide, train, perm[s], beta[0], num_particles)
+        else:  # data-parallel: every process draws the same global sites (same seed)
+            loss = annealed_loss(elbo, model, guide, local, perm[s], beta[0], float(world))
         loss.backward()
         return loss.detach()
 

@@ -249,9 +249,24 @@ class BayesianNNMF(GaussianFactorModel):
         return specs
 
     def features(
-        self, z: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
+        self,
+        z: dict[str, torch.Tensor],
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        *,
+        feature_rows: torch.Tensor | None = None,
+        feature_cols: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Network input for the pairs ``(rows, cols)``, shape ``(*S, n, n_inputs)``."""
+        """Network input for the pairs ``(rows, cols)``, shape ``(*S, n, n_inputs)``.
+
+        ``rows``/``cols`` index the first dimension of the arrays in ``z``;
+        ``feature_rows``/``feature_cols`` (default: the same) index the side features. They
+        differ when ``z`` holds only the rows/columns of a minibatch
+        (:func:`bayesmf.inference.objectives.local_elbo_loss`): ``rows`` then index the
+        gathered arrays and ``feature_rows`` are the original row indices.
+        """
+        feature_rows = rows if feature_rows is None else feature_rows
+        feature_cols = cols if feature_cols is None else feature_cols
         parts: list[torch.Tensor] = []
         batch: torch.Size | None = None
         if self.rank:
@@ -265,13 +280,21 @@ class BayesianNNMF(GaussianFactorModel):
             parts.append(bil)
         assert batch is not None
         if self.user_features is not None:
-            parts.append(self.user_features[rows].expand(*batch, -1))
+            parts.append(self.user_features[feature_rows].expand(*batch, -1))
         if self.item_features is not None:
-            parts.append(self.item_features[cols].expand(*batch, -1))
+            parts.append(self.item_features[feature_cols].expand(*batch, -1))
         return torch.cat(parts, dim=-1)
 
     def mean(
-        self, z: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
+        self,
+        z: dict[str, torch.Tensor],
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        *,
+        feature_rows: torch.Tensor | None = None,
+        feature_cols: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        h = mlp_forward(self.features(z, rows, cols), z, len(self.hidden) + 1, self._act)
+        """Network output plus the offset; the keywords are :meth:`features`'."""
+        x = self.features(z, rows, cols, feature_rows=feature_rows, feature_cols=feature_cols)
+        h = mlp_forward(x, z, len(self.hidden) + 1, self._act)
         return h.squeeze(-1) + self.global_mean
