@@ -170,15 +170,13 @@ def _predictive(
     model = fit.model
     num_samples = next(iter(z.values())).shape[0]
     step = draw_chunk(model, len(data))
-    lls, means = [], []
-    for a in range(0, num_samples, step):
+    gen = torch.Generator(device=model.device).manual_seed(seed + 1)
+    lls, draws = [], []
+    for a in range(0, num_samples, step):  # the draws of fit.predictive_samples, in order
         zc = {k: v[a : a + step] for k, v in z.items()}
         lls.append(model.log_likelihood(zc, data.rows, data.cols, data.values).double().cpu())
-        means.append(model.mean(zc, data.rows, data.cols))
-    mu = torch.cat(means)
-    noise = z[model.noise_site].reshape(num_samples, 1)
-    gen = torch.Generator(device=mu.device).manual_seed(seed + 1)
-    draws = mu + noise * torch.randn(mu.shape, generator=gen, device=mu.device)
+        draws.append(model.predictive_draws(zc, data.rows, data.cols, generator=gen))
+    draws = torch.cat(draws)
     return torch.cat(lls).numpy(), _numpy(draws)
 
 
