@@ -78,15 +78,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"  split 90/10: {len(train):,} train / {len(test):,} test ratings")
 
     model = models.BayesianMF(train.n_rows, train.n_cols, rank=args.rank, biases=True)
-    fit = inference.fit_svi(
-        model,
-        train,
-        epochs=args.epochs,
-        batch_size=None,
-        lr=0.05,
-        final_lr=0.005,
-        seed=args.seed,
-        progress=not args.quiet,
+    fit = inference.fit_svi(  # the model's default schedule (inference.svi_defaults)
+        model, train, epochs=args.epochs, seed=args.seed, progress=False if args.quiet else None
     )
     als = inference.als(train, rank=args.rank, reg=1.0, epochs=50, seed=args.seed)
     with torch.no_grad():
@@ -96,7 +89,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "BayesianMF (SVI)": fit.predict(test),
             "true mean (oracle)": truth.expected(test.rows, test.cols),
         }
-    _say(f"  BayesianMF by SVI: {args.epochs} full-batch epochs in {fit.fit_seconds:.1f} s")
+    _say(f"  BayesianMF by SVI: {fit.settings['epochs']} epochs of minibatches of "
+         f"{fit.settings['batch_size']:,} in {fit.fit_seconds:.1f} s")
     _say("")
     _say(f"  {'predictor':<24}{'test RMSE':>10}")
     for name, pred in rows.items():
@@ -479,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rank", type=int, default=5, help="true and fitted rank")
     d.add_argument("--density", type=float, default=0.1, help="fraction observed")
     d.add_argument("--noise", type=float, default=0.5, help="noise standard deviation")
-    d.add_argument("--epochs", type=int, default=100, help="SVI epochs (full batch)")
+    d.add_argument("--epochs", type=int, default=None,
+                   help="SVI epochs (default: the model's, 60 for BayesianMF)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.add_argument("--seed", type=int, default=0, help="random seed")
     d.set_defaults(func=cmd_demo)

@@ -1,15 +1,28 @@
-"""Blocked Gibbs sampler of BayesianMF: exact conditionals, the hyper-parameter step, and
-the fitted posterior on synthetic data."""
+"""Blocked Gibbs sampler of BayesianMF: exact conditionals, the hyper-parameter step, the
+rescaling move along the U/V scale ridge, chains (parallel = sequential, R-hat, ArviZ), the
+order in which kept draws are used, and the fitted posterior on synthetic data."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
 import torch
+from scipy import stats
 
 from bayesmf import data, diagnostics, inference, models
-from bayesmf.inference.gibbs import _log_target, _sample_log_scales, _sample_side
+from bayesmf.inference import gibbs
+from bayesmf.inference.gibbs import (
+    _log_target,
+    _rescale,
+    _rhat,
+    _sample_log_scales,
+    _sample_side,
+    _side,
+    _side_stats,
+    _translate,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,6 +52,45 @@ def test_side_draws_have_the_conditional_mean_and_covariance():
     assert torch.allclose(zero.var(0), 1 / prior, rtol=0.05)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_sparse_side_statistics_equal_the_dense_sums(bias):
+    gen = torch.Generator().manual_seed(3)
+    f64 = torch.float64
+    N, M, D = 7, 5, 3
+    mask = torch.rand(N, M, generator=gen) < 0.5
+    mask[2] = False  # a user without ratings
+    rows, cols = mask.nonzero(as_tuple=True)
+    perm = torch.randperm(len(rows), generator=gen)  # ratings in no particular order
+    rows, cols = rows[perm], cols[perm]
+    x = torch.randn(len(rows), generator=gen, dtype=f64)
+    feats = torch.randn(M, D, generator=gen, dtype=f64)
+    c = torch.randn(M, generator=gen, dtype=f64) if bias else None
+    def stats(side):
+        parts = list(_side_stats(side, feats, c))
+        assert [p[0] for p in parts] == list(range(0, N, len(parts[0][1])))
+        return torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+
+    side = _side(rows, cols, x, N, M, dtype=f64)
+    gram, rhs = stats(side)
+    y = x - c[cols] if bias else x
+    want_gram = torch.zeros(N, D, D, dtype=f64)
+    want_rhs = torch.zeros(N, D, dtype=f64)
+    for r, col, yy in zip(rows.tolist(), cols.tolist(), y.tolist(), strict=True):
+        want_gram[r] += torch.outer(feats[col], feats[col])
+        want_rhs[r] += yy * feats[col]
+    assert torch.allclose(gram, want_gram) and torch.allclose(rhs, want_rhs)
+    assert torch.equal(side.count, mask.sum(1).to(f64))
+    # in blocks of 3 users, the same
+    blocked = _side(rows, cols, x, N, M, dtype=f64, block_rows=3)
+    assert len(blocked.blocks) == 3
+    g3, r3 = stats(blocked)
+    assert torch.allclose(g3, want_gram) and torch.allclose(r3, want_rhs)
+    # the default float32 products agree to float32 precision
+    g32, r32 = stats(_side(rows, cols, x, N, M))
+    assert g32.dtype == f64 and torch.allclose(g32, want_gram, atol=1e-5)
+    assert torch.allclose(r32, want_rhs, atol=1e-5)
+
+
 @pytest.mark.parametrize(("n", "ss"), [(5.0, 2.0), (400.0, 90.0), (30_000.0, 2.5e4)])
 def test_log_scale_chain_targets_the_exact_conditional(n, ss):
     f64 = torch.float64
@@ -63,6 +115,89 @@ def test_log_scale_chain_targets_the_exact_conditional(n, ss):
     assert float(torch.stack(accepted[5:]).mean()) > 0.7
 
 
+def _prior_draws(K: int, N: int, M: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """K independent draws (one per ARD factor) of (log-scales, means, factors) from the
+    prior: t ~ N(0, 1), mean ~ N(0, 1), U[:, k] ~ N(mean_k, exp(t_k)^2)."""
+    f64 = torch.float64
+    t = torch.randn(2, K, generator=gen, dtype=f64)
+    mu = torch.randn(2, K, generator=gen, dtype=f64)
+    U = mu[0] + torch.exp(t[0]) * torch.randn(N, K, generator=gen, dtype=f64)
+    V = mu[1] + torch.exp(t[1]) * torch.randn(M, K, generator=gen, dtype=f64)
+    return {"t": t.reshape(-1), "mean_U": mu[0], "mean_V": mu[1], "U": U, "V": V}
+
+
+def test_rescaling_move_leaves_the_prior_invariant():
+    # The move only needs the likelihood to be invariant under U -> cU, V -> V/c (it is),
+    # so it must leave the prior itself invariant: from exact prior draws, one move must
+    # give exact prior draws again. A wrong Jacobian (c^{N-M}) or a wrong log c target
+    # would shift the log-scales, since N != M here.
+    K, N, M = 20_000, 6, 2
+    gen = torch.Generator().manual_seed(5)
+    p = _prior_draws(K, N, M, gen)
+    z = {k: p[k].clone() for k in ("U", "V", "mean_U", "mean_V")}
+    sl = {"scale_U": slice(0, K), "scale_V": slice(K, 2 * K)}
+    f64 = torch.float64
+    t, accept = _rescale(z, p["t"], sl, {"U": "scale_U", "V": "scale_V"},
+                         {"U": "mean_U", "V": "mean_V"}, {"U": 1.0, "V": 1.0},
+                         torch.zeros(2 * K, dtype=f64), torch.ones(2 * K, dtype=f64), gen)
+    t_u, t_v = t[:K], t[K:]
+    assert float(accept.double().mean()) > 0.8
+    assert float(torch.corrcoef(torch.stack([t_u, p["t"][:K]]))[0, 1]) < 0.8  # it moves
+    for sample, sd in ((t_u, 1.0), (t_v, 1.0), (z["mean_U"], 1.0), (z["mean_V"], 1.0),
+                       (t_u - t_v, math.sqrt(2.0))):
+        assert stats.kstest(sample.numpy() / sd, "norm").pvalue > 1e-3
+    # predictions and the standardised factors are untouched
+    assert torch.allclose(z["U"] @ z["V"].T, p["U"] @ p["V"].T)
+    std_u = (z["U"] - z["mean_U"]) / torch.exp(t_u)
+    assert torch.allclose(std_u, (p["U"] - p["mean_U"]) / torch.exp(p["t"][:K]))
+
+
+def test_translation_move_leaves_the_prior_invariant():
+    # u_n -> u_n + w, mean_U -> mean_U + w, c_m -> c_m - w . v_m keeps every prediction:
+    # from exact prior draws, one exact draw of w must give exact prior draws again
+    # (mean_U ~ N(0, 1), c_m ~ N(0, 0.7^2)); a wrong conditional for w would not.
+    gen = torch.Generator().manual_seed(7)
+    f64 = torch.float64
+    K, N, M, sc = 2, 3, 4, 0.7
+    before, after = [], []
+    for _ in range(2000):
+        mu = torch.randn(K, generator=gen, dtype=f64)
+        z = {"mean_U": mu, "U": mu + torch.randn(N, K, generator=gen, dtype=f64),
+             "V": torch.randn(M, K, generator=gen, dtype=f64),
+             "col_bias": sc * torch.randn(M, generator=gen, dtype=f64)}
+        pred = z["U"] @ z["V"].T + z["col_bias"]
+        dev = z["U"] - z["mean_U"]
+        _translate(z, "U", "mean_U", "V", "col_bias", 1.0, torch.tensor([sc**2], dtype=f64),
+                   gen)
+        assert torch.allclose(z["U"] @ z["V"].T + z["col_bias"], pred)
+        assert torch.allclose(z["U"] - z["mean_U"], dev)
+        before.append(mu[0])
+        after.append(torch.cat([z["mean_U"], z["col_bias"] / sc]))
+    after_t = torch.stack(after)
+    assert float(torch.corrcoef(torch.stack([torch.stack(before), after_t[:, 0]]))[0, 1]) < 0.8
+    for j in range(after_t.shape[1]):
+        assert stats.kstest(after_t[:, j].numpy(), "norm").pvalue > 1e-3
+
+
+def _small_problem(seed: int = 0):
+    R, truth = data.synthetic_ratings(n_rows=60, n_cols=40, rank=2, density=0.5, noise=0.3,
+                                      seed=seed)
+    return R, truth
+
+
+def test_scales_mix_across_chains_with_the_rescaling_move():
+    R, _ = _small_problem()
+    kw = {"num_samples": 60, "burn_in": 20, "num_chains": 4, "parallel": False,
+          "progress": False, "init_std": 0.5}
+    fit = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, **kw)
+    rhat = fit.settings["rhat"]
+    assert max(rhat["scale_U"], rhat["scale_V"]) <= 1.05, rhat
+    assert fit.settings["accept_rate_rescale"] > 0.8
+    # without the move the U/V scale ratio crawls along its ridge: the chains disagree
+    slow = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, rescale=False, **kw)
+    assert slow.settings["rhat"]["scale_U"] > 1.2, slow.settings["rhat"]
+
+
 @pytest.fixture(scope="module")
 def synthetic_fit():
     torch.set_num_threads(1)
@@ -71,7 +206,7 @@ def synthetic_fit():
     )
     train, test = data.random_split(R, test_fraction=0.2, seed=0)
     fit = inference.fit_gibbs(models.BayesianMF(150, 100, rank=3), train, num_samples=150,
-                              warmup=50, seed=0, progress=False)
+                              burn_in=50, num_chains=2, parallel=False, seed=0, progress=False)
     return fit, train, test, truth
 
 
@@ -83,19 +218,99 @@ def test_gibbs_reaches_the_noise_floor_with_calibrated_intervals(synthetic_fit):
     lo, hi = fit.predict_interval(test, 0.9)
     assert 0.86 <= diagnostics.coverage(test.values, lo, hi) <= 0.94
     assert fit.settings["accept_rate"] > 0.7
-    assert fit.draws["U"].shape == (150, 150, 3) and fit.num_draws == 150
+    assert fit.draws["U"].shape == (2, 150, 150, 3)
+    assert (fit.num_chains, fit.draws_per_chain, fit.num_draws) == (2, 150, 300)
+    # the residual sum of squares from the Gram matrices equals the direct one
+    last = {k: v[-1, -1].double() for k, v in fit.draws.items()}
+    direct = diagnostics.rmse(train.values.double(),
+                              fit.model.mean(last, train.rows, train.cols).double())
+    assert fit.history["train_rmse"][-1] == pytest.approx(direct, rel=1e-4)
 
 
-def test_gibbs_fit_converts_to_arviz_in_chain_order(synthetic_fit):
+def test_kept_draws_are_used_in_order_without_repetition(synthetic_fit):
+    fit, train, _, _ = synthetic_fit
+    C, S = fit.num_chains, fit.draws_per_chain
+    mark = {"noise": torch.arange(C * S, dtype=torch.float32).reshape(C, S)}
+    marked = inference.SampleFit(fit.model, mark)
+    gen = torch.Generator()
+    assert torch.equal(marked._draw(C * S, gen)["noise"], mark["noise"].reshape(-1))
+    # asking for more than were kept gives each kept draw once (fewer than asked for)
+    assert torch.equal(marked._draw(500, gen)["noise"], mark["noise"].reshape(-1))
+    # fewer: each chain evenly thinned, in order, no draw twice, chains equally used
+    few = marked._draw(11, gen)["noise"]
+    assert len(few) == 11 and len(set(few.tolist())) == 11
+    assert torch.equal(few, few.sort().values)
+    assert ((few < S).sum(), (few >= S).sum()) == (6, 5)
+    assert fit.draw_counts(7) == [4, 3] and fit.draw_counts(10**6) == [S, S]
+    # predictive draws: each kept draw gets the same number of observation draws
+    assert fit.predictive_samples(train, num_samples=500).shape == (600, len(train))
+    # predict averages every kept draw exactly once (chunked or not)
+    z = {k: v.reshape(-1, *v.shape[2:]) for k, v in fit.draws.items()}
+    every = fit.model.mean(z, train.rows, train.cols).mean(0)
+    assert torch.allclose(fit.predict(train), every, atol=1e-5)
+
+
+def test_parallel_chains_equal_sequential_chains():
+    R, _ = _small_problem(1)
+    kw = {"num_samples": 10, "burn_in": 5, "num_chains": 2, "seed": 3, "progress": False}
+    seq = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2, ard=True), R, parallel=False,
+                              **kw)
+    par = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2, ard=True), R, parallel=True,
+                              **kw)
+    assert par.settings["parallel"] and not seq.settings["parallel"]
+    for k, v in seq.draws.items():
+        assert torch.allclose(par.draws[k], v, rtol=1e-5, atol=1e-6), k
+    # chains are seeded from (seed, chain): different chains, and chain 0 of a 2-chain run
+    # is the 1-chain run
+    assert not torch.allclose(seq.draws["U"][0], seq.draws["U"][1])
+    one = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2, ard=True), R,
+                              **{**kw, "num_chains": 1})
+    assert torch.equal(one.draws["U"][0], seq.draws["U"][0])
+
+
+def test_warmup_is_a_deprecated_spelling_of_burn_in():
+    R, _ = _small_problem()
+    kw = {"num_samples": 5, "seed": 1, "progress": False}
+    with pytest.warns(DeprecationWarning, match="burn_in"):
+        old = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, warmup=7, **kw)
+    new = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, burn_in=7, **kw)
+    assert old.settings["burn_in"] == 7 and torch.equal(old.draws["U"], new.draws["U"])
+    with pytest.raises(TypeError, match="warm_up"):
+        inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, warm_up=7, **kw)
+
+
+def test_rhat_separates_agreeing_from_disagreeing_chains():
+    gen = torch.Generator().manual_seed(0)
+    same = torch.randn(4, 500, generator=gen, dtype=torch.float64).numpy()
+    assert _rhat(same) < 1.01
+    shifted = same + torch.arange(4, dtype=torch.float64)[:, None].numpy()
+    assert _rhat(shifted) > 1.5
+    trend = same + torch.linspace(0, 5, 500, dtype=torch.float64).numpy()  # not stationary
+    assert _rhat(trend) > 1.3
+
+
+def test_a_warning_in_words_when_chains_disagree(monkeypatch, caplog):
+    R, _ = _small_problem()
+    monkeypatch.setattr(gibbs, "RHAT_WARN", 0.5)  # every R-hat is above it
+    with caplog.at_level(logging.WARNING, logger="bayesmf.inference.gibbs"):
+        fit = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, num_samples=10,
+                                  burn_in=2, num_chains=2, parallel=False, progress=False)
+    assert "chains disagree" in caplog.text and "scale_U" in caplog.text
+    assert set(fit.settings["rhat"]) >= {"noise", "scale_U", "scale_V"}
+
+
+def test_gibbs_fit_converts_to_arviz_with_chains(synthetic_fit):
     az = pytest.importorskip("arviz")
     fit, _, test, _ = synthetic_fit
-    idata = diagnostics.to_inference_data(fit, test, include=["noise", "U"])
+    idata = diagnostics.to_inference_data(fit, test, include=["noise", "scale_U", "U"])
     assert idata.posterior.attrs["inference"] == "Gibbs"
     post = idata.posterior
-    assert post["noise"].shape == (1, 150)
-    assert torch.allclose(torch.from_numpy(post["noise"].values[0]), fit.draws["noise"])
-    assert idata.log_likelihood["obs"].shape == (1, 150, len(test))
-    assert math.isfinite(float(az.loo(idata).elpd_loo))
+    assert post["noise"].shape == (2, 150) and post["U"].shape == (2, 150, 150, 3)
+    assert torch.allclose(torch.from_numpy(post["noise"].values), fit.draws["noise"])
+    assert idata.log_likelihood["obs"].shape == (2, 150, len(test))
+    summary = az.summary(idata, var_names=["noise", "scale_U"])
+    assert summary["r_hat"].notna().all() and (summary["ess_bulk"] > 20).all()
+    assert float(summary["r_hat"].max()) < 1.05
 
 
 def test_gibbs_refuses_models_it_cannot_sample(synthetic_fit):
@@ -104,6 +319,8 @@ def test_gibbs_refuses_models_it_cannot_sample(synthetic_fit):
         inference.fit_gibbs(models.BayesianNNMF(150, 100, rank=2, bilinear_dims=2), train)
     with pytest.raises(ValueError, match="num_samples"):
         inference.fit_gibbs(models.BayesianMF(150, 100), train, num_samples=0)
+    with pytest.raises(ValueError, match="num_chains"):
+        inference.fit_gibbs(models.BayesianMF(150, 100), train, num_chains=0)
 
 
 def test_ard_and_factor_means_run_under_gibbs_svi_and_arviz():
@@ -115,8 +332,8 @@ def test_ard_and_factor_means_run_under_gibbs_svi_and_arviz():
     def model():
         return models.BayesianMF(120, 90, rank=3, ard=True, factor_means=True)
 
-    fit = inference.fit_gibbs(model(), train, num_samples=100, warmup=50, progress=False)
-    assert fit.draws["scale_U"].shape == (100, 3) and fit.draws["mean_V"].shape == (100, 3)
+    fit = inference.fit_gibbs(model(), train, num_samples=100, burn_in=50, progress=False)
+    assert fit.draws["scale_U"].shape == (1, 100, 3) and fit.draws["mean_V"].shape == (1, 100, 3)
     oracle = diagnostics.rmse(test.values, truth.expected(test.rows, test.cols))
     assert diagnostics.rmse(test.values, fit.predict(test)) < 1.12 * oracle
     assert float(fit.draws["noise"].mean()) == pytest.approx(0.3, rel=0.1)
@@ -137,6 +354,7 @@ def test_sample_fit_save_load_round_trip(synthetic_fit, tmp_path):
     path = fit.save(tmp_path / "gibbs.pt")
     back = inference.load(path)
     assert isinstance(back, inference.SampleFit) and back.inference_name == "Gibbs"
+    assert back.num_chains == 2
     assert torch.equal(back.predict(test), fit.predict(test))
     for k, v in fit.draws.items():
         assert torch.equal(back.draws[k], v), k

@@ -1,63 +1,105 @@
-"""Blocked Gibbs sampling of :class:`bayesmf.models.BayesianMF` (the BPMF sampler).
+"""Blocked Gibbs sampling of :class:`bayesmf.models.BayesianMF` (the BPMF sampler), in chains.
 
 The same model that :func:`~bayesmf.inference.fit_svi` fits by mean-field SVI and
-:func:`~bayesmf.inference.als` fits by MAP, sampled from its exact posterior:
+:func:`~bayesmf.inference.als` fits by MAP, sampled from its exact posterior. One sweep:
 
 * each user's ``[u_n, b_n]`` given everything else is Gaussian: all users are drawn at
-  once from batched Cholesky factors of their posterior precisions (the Gram matrices of
-  ALS, :func:`bayesmf.inference.als._gram`), then all items likewise;
+  once from batched Cholesky factors of their posterior precisions, then all items likewise.
+  The Gram matrices ``sum_m f_m f_m^T`` of every user are one sparse-times-dense product
+  ``A @ T`` of the (users x items) 0/1 pattern ``A`` of the ratings, stored once as a CSR
+  matrix, with the table ``T`` of the items' outer products (upper triangle only); the
+  right-hand sides are ``X @ F`` with the CSR matrix ``X`` of the ratings. No per-rating
+  temporaries are made, so memory stays at the data plus ``O((N + M) D^2)``;
+* the factor means (``factor_means=True``) are conjugate Gaussian draws;
 * each prior scale ``s_a`` and the noise scale ``sigma`` has a LogNormal hyper-prior,
   which is not conjugate; on ``t = log s`` the conditional
   ``-(t - m)^2 / (2 v) - n t - SS e^{-2t} / 2`` (``n`` entries with sum of squares ``SS``)
   is log-concave, so an independence Metropolis-Hastings step whose proposal is a
   Student-t at its mode (found by Newton's method) with the Laplace scale is accepted
-  most of the time.
+  most of the time. The residual sum of squares comes from the items' Gram matrices
+  (``sum y^2 - 2 theta^T r + theta^T G theta``), not from a pass over the ratings;
+* a **rescaling move** along the ridge of the likelihood: ``U -> c U``, ``V -> V / c``
+  (per factor with ARD) leaves every prediction unchanged, so the data say nothing about
+  ``c`` and the U/V scale ratio is identified by the hyper-priors alone; one-at-a-time Gibbs
+  updates crawl along this ridge (R-hat 2.45 for ``scale_U`` over 4 chains on ML-100K
+  without it). The move rescales the factors, their means and their prior scales together
+  (``s_U -> c s_U``, ``s_V -> s_V / c``), a group action on the state; following Liu &
+  Sabatti (2000, generalised Gibbs) ``log c`` is drawn from the target times the Jacobian
+  ``c^{N-M}`` (the Haar measure of the multiplicative group is ``dc / c``). The factor
+  priors' normalisers cancel the Jacobian exactly, leaving the 1-d log-concave density
+  ``-a c^2 - b c^{-2} - (t_U + log c - m)^2 / (2 v) - (t_V - log c - m)^2 / (2 v)``
+  (``a``, ``b``: the factor means' prior terms), sampled by the same Student-t
+  independence MH step (valid because the proposal's location moves with the state: a
+  move ``T_c`` shifts that density by ``log c``);
+* with factor means and biases, a **translation move** along a second ridge: the
+  users' common offset ``u_n -> u_n + w`` (with ``mean_U -> mean_U + w``) changes each
+  prediction by ``w . v_m``, which the items' biases absorb (``c_m -> c_m - w . v_m``);
+  ``w`` has a Gaussian conditional and is drawn exactly, and likewise for the items.
+
+Several chains (``num_chains``) run in parallel processes when there are cores for them,
+each seeded from ``(seed, chain)``; the split, rank-normalised R-hat (Vehtari et al. 2021)
+of the hyper-parameters is computed after sampling and a warning says when a chain has not
+converged.
 
 Salakhutdinov & Mnih (2008) sample BPMF the same way with conjugate Gaussian-Wishart
-hyper-priors; myFM's Gibbs sampler of a Bayesian factorization machine is the
-reference point of ``benchmarks/table1_ml100k.py``. The result is a :class:`SampleFit`
-with the predictive API of a variational fit (``predict``, ``predict_interval``,
-``log_likelihood``, ``to_inference_data``).
+hyper-priors; myFM's Gibbs sampler of a Bayesian factorization machine is the peer of
+``benchmarks/peers.py``. The result is a :class:`SampleFit` with the predictive API of a
+variational fit (``predict``, ``predict_interval``, ``log_likelihood``,
+``to_inference_data``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
 import math
+import multiprocessing
+import os
+import sys
 import time
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.containers import Ratings
 from ..models.bayesian_mf import BayesianMF
-from .als import _GRAM_BUDGET, _gram
+from . import files
+from .fits import data_info, deprecated_kwarg
 from .posterior import PosteriorFit
-from .svi import _train_info
 
 __all__ = ["SampleFit", "fit_gibbs"]
 
 log = logging.getLogger(__name__)
 
+#: R-hat above which a warning is logged after sampling several chains
+RHAT_WARN = 1.01
+#: Gram-matrix elements per block of users/items drawn at once (memory bound)
+_BLOCK_ELEMENTS = 1 << 18
+
 
 @dataclass
 class SampleFit(PosteriorFit):
-    """Posterior draws of a model from a Markov chain.
+    """Posterior draws of a model from one or more Markov chains.
 
     Attributes
     ----------
     model : BayesianMF
         The model (offset set to the training mean).
     draws : dict of str to tensor
-        The kept draws of every latent site, each ``(num_draws, *shape)``, in chain order.
+        The kept draws of every latent site, each ``(num_chains, draws_per_chain, *shape)``,
+        in chain order.
     history : dict of lists
-        Per sweep (burn-in included): ``noise``, ``train_rmse`` (of that sweep's state),
-        ``accept`` (mean acceptance rate of the hyper-parameter steps).
+        Per sweep (burn-in included), chain after chain: ``noise``, ``train_rmse`` (of that
+        sweep's state), ``accept`` (mean acceptance rate of the hyper-parameter steps),
+        ``accept_rescale`` (of the rescaling move).
     train_info, settings : dict
-        Training-data description (ArviZ coords) and the options used.
+        Training-data description (ArviZ coords) and the options used; ``settings["rhat"]``
+        holds the R-hat of the hyper-parameters when several chains were run.
     fit_seconds : float
         Wall-clock time of the sampling.
     """
@@ -69,62 +111,92 @@ class SampleFit(PosteriorFit):
     settings: dict[str, Any] = field(default_factory=dict)
     fit_seconds: float = 0.0
 
+    kind = "SampleFit"
     inference_name = "Gibbs"
 
     @property
-    def num_draws(self) -> int:
-        """Number of kept draws."""
+    def num_chains(self) -> int:
+        """Number of chains."""
         return int(next(iter(self.draws.values())).shape[0])
 
-    def _draw(self, num_samples: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """``num_samples`` kept draws in chain order: evenly thinned when fewer than all
-        are asked for, cycled when more."""
-        S = self.num_draws
-        if num_samples <= S:
-            idx = torch.linspace(0, S - 1, num_samples).round().long()
-        else:
-            idx = torch.arange(num_samples) % S
-        return {k: v[idx.to(v.device)] for k, v in self.draws.items()}
+    @property
+    def draws_per_chain(self) -> int:
+        """Kept draws of each chain."""
+        return int(next(iter(self.draws.values())).shape[1])
 
-    def sample(self, num_samples: int | None = None, seed: int | None = None):
-        """Kept draws (all of them by default); see :meth:`_draw`."""
+    @property
+    def num_draws(self) -> int:
+        """Kept draws of all chains together."""
+        return self.num_chains * self.draws_per_chain
+
+    @property
+    def default_num_samples(self) -> int:  # type: ignore[override]
+        """Predictions average over every kept draw by default."""
+        return self.num_draws
+
+    def draw_counts(self, num_samples: int) -> list[int]:
+        """How many draws of each chain :meth:`_draw` returns for ``num_samples``: all of
+        them when ``num_samples >= num_draws``, else as equal a share per chain as possible
+        (the first chains take one more when it does not divide)."""
+        C, S = self.num_chains, self.draws_per_chain
+        if num_samples >= C * S:
+            return [S] * C
+        return [num_samples // C + int(c < num_samples % C) for c in range(C)]
+
+    def _draw(self, num_samples: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Kept draws in order and without repetition, chains one after the other.
+
+        With ``num_samples >= num_draws`` every kept draw is returned once, so the caller
+        gets ``num_draws`` draws, fewer than it asked for; with fewer, each chain is thinned
+        evenly (see :meth:`draw_counts`). The generator is not used: the draws are fixed.
+        """
+        S = self.draws_per_chain
+        idx = [c * S + torch.linspace(0, S - 1, n).round().long()
+               for c, n in enumerate(self.draw_counts(num_samples)) if n > 0]
+        index = torch.cat(idx)
+        out = {}
+        for k, v in self.draws.items():
+            flat = v.reshape(-1, *v.shape[2:])
+            out[k] = flat if len(index) == len(flat) else flat[index.to(v.device)]
+        return out
+
+    def _available(self, wanted: int) -> int:
+        """Distinct draws a call asking for ``wanted`` gets (at most every kept draw)."""
+        return min(wanted, self.num_draws)
+
+    def sample(self, num_samples: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Kept draws, chains one after the other (all of them by default); see
+        :meth:`_draw`."""
         return self._draw(num_samples or self.num_draws, torch.Generator())
 
-    def state(self) -> dict[str, Any]:
-        """Everything needed to rebuild the fit (tensors and plain values)."""
+    def _available(self, wanted: int) -> int:
+        return min(wanted, self.num_draws)
+
+    def _payload(self) -> dict[str, Any]:
         return {
-            "format": "bayesmf.SampleFit/1",
-            **self._common_state(),
+            **self._model_payload(),
+            **self._common_payload(),
             "draws": {k: v.detach().cpu() for k, v in self.draws.items()},
         }
 
     @classmethod
-    def from_state(
-        cls, state: dict[str, Any], device: str | torch.device | None = None
+    def _from_payload(
+        cls, payload: dict[str, Any], device: str | torch.device | None = None
     ) -> SampleFit:
-        """Rebuild a fit from :meth:`state`."""
-        if state.get("format") != "bayesmf.SampleFit/1":
-            raise ValueError("not a bayesmf SampleFit checkpoint")
-        model = cls._rebuild_model(state)
-        draws = dict(state["draws"])
+        model = cls._model_from(payload)
+        draws = dict(payload["draws"])
         if device is not None:
             model.to(device)
             draws = {k: v.to(device) for k, v in draws.items()}
-        return cls(model, draws, state["history"], state["train_info"], state["settings"],
-                   state["fit_seconds"])
-
-    def predict(
-        self, data: Ratings, num_samples: int | None = None, clamp: bool = False, seed: int = 0
-    ) -> torch.Tensor:
-        """Posterior predictive mean, averaged over all kept draws by default."""
-        return super().predict(data, num_samples or self.num_draws, clamp, seed)
+        return cls(model, draws, **cls._common_from(payload))
 
 
+# ------------------------------------------------------------------ conditional draws
 def _sample_side(
     gram: torch.Tensor,
     rhs: torch.Tensor,
     prior_prec: torch.Tensor,
-    noise_prec: torch.Tensor,
+    noise_prec: torch.Tensor | float,
     generator: torch.Generator,
     prior_mean: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -132,19 +204,19 @@ def _sample_side(
     ``Lambda_n = noise_prec * gram_n + diag(prior_prec)`` and
     ``b_n = noise_prec * rhs_n + prior_prec * prior_mean``.
 
-    Rows without ratings (zero Gram matrix) are drawn from the prior.
+    With ``Lambda = L L^T``: ``theta = L^{-T} (L^{-1} b + eps)``, two triangular solves.
+    Rows without ratings (zero Gram matrix) are drawn from the prior. ``gram`` is not
+    modified.
     """
-    prec = noise_prec * gram
+    prec = gram * noise_prec
     prec.diagonal(dim1=-2, dim2=-1).add_(prior_prec)
-    chol = torch.linalg.cholesky(prec)
+    chol, _ = torch.linalg.cholesky_ex(prec)
     b = noise_prec * rhs
     if prior_mean is not None:
         b = b + prior_prec * prior_mean
-    mean = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
-    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-    # L^{-T} eps has covariance L^{-T} L^{-1} = Lambda^{-1}
-    dev = torch.linalg.solve_triangular(chol.mT, eps.unsqueeze(-1), upper=True).squeeze(-1)
-    return mean + dev
+    w = torch.linalg.solve_triangular(chol, b.unsqueeze(-1), upper=False)
+    w += torch.randn(w.shape, generator=generator, dtype=w.dtype, device=w.device)
+    return torch.linalg.solve_triangular(chol.mT, w, upper=True).squeeze(-1)
 
 
 def _log_target(
@@ -155,6 +227,46 @@ def _log_target(
     return -((t - m) ** 2) / (2 * v) - n * t - ss * torch.exp(-2 * t) / 2
 
 
+def _t_independence_step(
+    x: torch.Tensor,
+    log_target: Callable[[torch.Tensor], torch.Tensor],
+    derivatives: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    generator: torch.Generator,
+    start: torch.Tensor,
+    newton_steps: int = 8,
+    df: int = 5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independence Metropolis-Hastings step for a vector of independent log-concave 1-d
+    targets: the proposal is a Student-t (``df`` degrees of freedom) at the mode, found by
+    damped Newton steps from ``start``, with the scale of the Laplace approximation.
+
+    ``derivatives(x)`` returns the gradient and the negative second derivative (> 0) of
+    ``log_target``. ``start`` must not depend on the current value ``x`` (only on what the
+    target is conditioned on), so that the proposal is exactly independent of ``x`` whether
+    or not Newton's method has fully converged. The t's polynomial tails are heavier than a
+    log-concave target's, so the importance weight target/proposal is bounded and the sampler
+    cannot get stuck in a tail, as it does with the Gaussian Laplace approximation itself.
+
+    Returns the new values and the acceptance indicators.
+    """
+    mode = start
+    for _ in range(newton_steps):  # concave target: damped Newton converges
+        g, h = derivatives(mode)
+        mode = mode + (g / h).clamp(-2.0, 2.0)
+    sd = derivatives(mode)[1].rsqrt()
+    # a Student-t draw: a normal over the root of a chi-square / df (sum of df squared normals)
+    eps = torch.randn((df + 1, *x.shape), generator=generator, dtype=x.dtype, device=x.device)
+    prop = mode + sd * eps[0] / ((eps[1:] ** 2).sum(0) / df).sqrt()
+
+    def log_q(y: torch.Tensor) -> torch.Tensor:
+        return -(df + 1) / 2 * torch.log1p(((y - mode) / sd) ** 2 / df)
+
+    log_alpha = log_target(prop) - log_target(x) - log_q(prop) + log_q(x)
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    accept = torch.log(u) < log_alpha
+    return torch.where(accept, prop, x), accept
+
+
 def _sample_log_scales(
     t: torch.Tensor,
     n: torch.Tensor,
@@ -162,51 +274,440 @@ def _sample_log_scales(
     m: torch.Tensor,
     v: torch.Tensor,
     generator: torch.Generator,
-    newton_steps: int = 20,
+    newton_steps: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Independence Metropolis-Hastings step for a vector of log-scales (each its own
-    1-d target, see :func:`_log_target`); the proposal is a Student-t centred at the mode
-    with the scale of the Laplace approximation.
+    """Independence MH step for a vector of log-scales, each its own 1-d target
+    (:func:`_log_target`); see :func:`_t_independence_step`. Newton's method starts at the
+    maximum-likelihood value ``log(ss / n) / 2`` (the prior's location without entries).
 
     Returns the new values and the acceptance indicators.
     """
-    mode = t.clone()
-    for _ in range(newton_steps):  # concave target: damped Newton converges
-        g = -(mode - m) / v - n + ss * torch.exp(-2 * mode)
-        h = 1 / v + 2 * ss * torch.exp(-2 * mode)
-        mode = mode + (g / h).clamp(-2.0, 2.0)
-    sd = (1 / (1 / v + 2 * ss * torch.exp(-2 * mode))).sqrt()
-    # Student-t proposal (df degrees of freedom, a chi-square as a sum of df squared
-    # normals): its polynomial tails are heavier than the target's (exponential on the
-    # right, doubly exponential on the left), so the importance weight target/proposal is
-    # bounded and the independence sampler cannot get stuck in a tail, as it does with
-    # the Gaussian Laplace approximation itself.
-    df = 5
-    eps = torch.randn((df + 1, *t.shape), generator=generator, dtype=t.dtype, device=t.device)
-    prop = mode + sd * eps[0] / ((eps[1:] ** 2).sum(0) / df).sqrt()
 
-    def log_q(x: torch.Tensor) -> torch.Tensor:
-        return -(df + 1) / 2 * torch.log1p(((x - mode) / sd) ** 2 / df)
+    iv = 1 / v
+    c0 = m * iv - n
 
-    log_alpha = (
-        _log_target(prop, n, ss, m, v) - _log_target(t, n, ss, m, v) - log_q(prop) + log_q(t)
+    def derivatives(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = ss * torch.exp(-2 * x)
+        return c0 - x * iv + e, iv + 2 * e
+
+    tiny = torch.finfo(t.dtype).tiny
+    start = torch.where(n > 0, 0.5 * torch.log(ss.clamp_min(tiny) / n.clamp_min(1)), m)
+    return _t_independence_step(
+        t, lambda x: _log_target(x, n, ss, m, v), derivatives, generator, start, newton_steps
     )
-    u = torch.rand(t.shape, generator=generator, dtype=t.dtype, device=t.device)
-    accept = torch.log(u) < log_alpha
-    return torch.where(accept, prop, t), accept
+
+
+def _rescale_log_target(
+    e: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t_u: torch.Tensor, t_v: torch.Tensor,
+    m_u: torch.Tensor, v_u: torch.Tensor, m_v: torch.Tensor, v_v: torch.Tensor,
+) -> torch.Tensor:
+    """Log density of ``e = log c`` for the rescaling move ``U -> cU, V -> V/c`` (with the
+    factor means and the prior scales): ``a = |mean_U|^2 / (2 tau^2)``, ``b`` likewise for
+    V, ``t_u``/``t_v`` the current log-scales with LogNormal(``m``, ``sqrt(v)``) priors."""
+    return (-a * torch.exp(2 * e) - b * torch.exp(-2 * e)
+            - (t_u + e - m_u) ** 2 / (2 * v_u) - (t_v - e - m_v) ** 2 / (2 * v_v))
+
+
+def _sample_rescale(
+    a: torch.Tensor, b: torch.Tensor, t_u: torch.Tensor, t_v: torch.Tensor,
+    m_u: torch.Tensor, v_u: torch.Tensor, m_v: torch.Tensor, v_v: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``log c`` of the rescaling move (one per scale group), by an independence MH
+    step from the identity ``log c = 0`` (see the module notes: valid because the target
+    seen from the moved state is the same density shifted by ``log c``, and so is the
+    proposal: Newton's method starts at the maximum of the quadratic terms, which moves
+    with the state in the same way).
+
+    Returns ``log c`` (0 where rejected) and the acceptance indicators.
+    """
+
+    k0 = (m_u - t_u) / v_u + (t_v - m_v) / v_v
+    k1 = 1 / v_u + 1 / v_v
+
+    def derivatives(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pa, pb = a * torch.exp(2 * e), b * torch.exp(-2 * e)
+        return 2 * (pb - pa) + k0 - e * k1, 4 * (pa + pb) + k1
+
+    start = k0 / k1  # the maximum of the quadratic terms
+    return _t_independence_step(
+        torch.zeros_like(t_u),
+        lambda e: _rescale_log_target(e, a, b, t_u, t_v, m_u, v_u, m_v, v_v),
+        derivatives, generator, start,
+    )
+
+
+# ------------------------------------------------------------------ sparse structure
+@dataclass
+class _Side:
+    """The training ratings seen from one side: for each block of consecutive targets
+    ``[start, start + n)``, CSR matrices ``(n, n_other)`` of the 0/1 pattern and of the
+    ratings (views of one sorted copy)."""
+
+    blocks: list[tuple[int, torch.Tensor, torch.Tensor]]  # (start, pattern, ratings)
+    count: torch.Tensor  # (n_target,) ratings per target
+    sum_x: torch.Tensor  # (n_target,) sum of x - offset per target
+
+
+def _side(target: torch.Tensor, other: torch.Tensor, x: torch.Tensor, n_target: int,
+          n_other: int, dtype: torch.dtype = torch.float32,
+          block_rows: int | None = None) -> _Side:
+    """The CSR matrices of one side, built once (sorted by target, then other), with values
+    of ``dtype``, in blocks of ``block_rows`` targets (default: one block); ``count`` and
+    ``sum_x`` in the precision of ``x``."""
+    order = torch.argsort(target * n_other + other)
+    count = torch.bincount(target, minlength=n_target)
+    crow = torch.zeros(n_target + 1, dtype=torch.int64, device=x.device)
+    torch.cumsum(count, 0, out=crow[1:])
+    itype = torch.int32 if max(len(x), n_other, n_target) < 2**31 - 1 else torch.int64
+    col = other[order].to(itype)
+    xs = x[order].to(dtype)
+    del order
+    ones = torch.ones_like(xs)
+    step = block_rows or max(n_target, 1)
+    blocks = []
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": used as documented
+        warnings.simplefilter("ignore", UserWarning)
+        for start in range(0, n_target, step):
+            stop = min(start + step, n_target)
+            lo, hi = int(crow[start]), int(crow[stop])
+            cr = (crow[start : stop + 1] - lo).to(itype)
+            shape = (stop - start, n_other)
+            blocks.append((
+                start,
+                torch.sparse_csr_tensor(cr, col[lo:hi], ones[lo:hi], shape,
+                                        check_invariants=False),
+                torch.sparse_csr_tensor(cr, col[lo:hi], xs[lo:hi], shape,
+                                        check_invariants=False),
+            ))
+    sum_x = torch.zeros(n_target, dtype=x.dtype, device=x.device).index_add_(0, target, x)
+    return _Side(blocks, count.to(x.dtype), sum_x)
+
+
+def _side_stats(
+    side: _Side, feats: torch.Tensor, other_bias: torch.Tensor | None,
+    table: torch.Tensor | None = None,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """For each block of targets: its start, the Gram matrices ``sum_m f_m f_m^T``
+    ``(n, D, D)`` and the right-hand sides ``sum_m (x_nm - c_m) f_m`` ``(n, D)``.
+
+    Two sparse products in the sparse matrices' precision (float32 by default) with the
+    table of the other side's outer products (upper triangles, and ``c_m f_m`` with a
+    bias), written into ``table`` (``(n_other, D (D + 1) / 2 [+ D])``, reused between
+    sweeps) when given; results in the precision of ``feats``.
+    """
+    n_other, D = feats.shape
+    dtype = side.blocks[0][2].dtype if side.blocks else feats.dtype
+    f = feats.to(dtype)
+    P = D * (D + 1) // 2
+    width = P + (D if other_bias is not None else 0)
+    if table is None:
+        table = torch.empty(n_other, width, dtype=dtype, device=feats.device)
+    pos = torch.empty(D, D, dtype=torch.long, device=feats.device)
+    j = 0
+    for i in range(D):  # row i of the upper triangle, without (n_other, P) temporaries
+        torch.mul(f[:, i : i + 1], f[:, i:], out=table[:, j : j + D - i])
+        idx = torch.arange(j, j + D - i, device=feats.device)
+        pos[i, i:] = idx
+        pos[i:, i] = idx
+        j += D - i
+    if other_bias is not None:
+        torch.mul(other_bias.to(dtype)[:, None], f, out=table[:, P:])
+    full = pos.reshape(-1)
+    for start, pattern, ratings in side.blocks:
+        sums = pattern @ table
+        rhs = (ratings @ f).to(feats.dtype)
+        if other_bias is not None:
+            rhs -= sums[:, P:]
+        gram = sums[:, :P].index_select(1, full).view(-1, D, D).to(feats.dtype)
+        yield start, gram, rhs
+
+
+def _seed_of(seed: int, chain: int) -> int:
+    """An independent 63-bit seed for chain ``chain`` of a run seeded ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(chain)]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
+
+
+# ------------------------------------------------------------------ one chain
+def _run_chain(
+    model: BayesianMF, train: Any, opts: dict[str, Any], chain: int, progress: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
+    """One chain of the sampler: its kept draws (float32) and its per-sweep history."""
+    device = model.global_mean.device
+    f64 = torch.float64
+    gen = torch.Generator(device=device).manual_seed(_seed_of(opts["seed"], chain))
+    K, N, M = model.rank, model.n_rows, model.n_cols
+    bias = model.biases
+    x = train.values.to(f64) - float(model.global_mean)
+    # targets per block: bounds the (block, D, D) Gram, precision and Cholesky buffers
+    block = max(256, _BLOCK_ELEMENTS // (K + int(bias)) ** 2)
+    users = _side(train.rows, train.cols, x, N, M, block_rows=block)
+    items = _side(train.cols, train.rows, x, M, N, block_rows=block)
+    sum_x2 = float((x**2).sum())
+    n_obs = len(x)
+    del x
+    specs = {s.name: s for s in model.latent_specs()}
+    arrays = ["U", "V"] + (["row_bias", "col_bias"] if bias else [])
+    scale_of = {a: str(specs[a].prior_scale) for a in arrays}
+    mean_of = {a: specs[a].prior_mean for a in ("U", "V") if isinstance(specs[a].prior_mean, str)}
+    # every positive site (the prior scales, then the noise) as one vector of log-scales
+    hyper = [scale_of[a] for a in arrays] + [model.noise_site]
+    numel = [math.prod(specs[h].shape) for h in hyper]
+    offsets = [0, *itertools.accumulate(numel)]
+    sl = {h: slice(offsets[i], offsets[i + 1]) for i, h in enumerate(hyper)}
+
+    def per_entry(values: list[float]) -> torch.Tensor:
+        return torch.cat([torch.full((k,), val, dtype=f64, device=device)
+                          for k, val in zip(numel, values, strict=True)])
+
+    m = per_entry([float(specs[h].prior_loc) for h in hyper])
+    v = per_entry([float(specs[h].prior_scale) ** 2 for h in hyper])
+    t = per_entry([math.log(specs[h].init_loc) for h in hyper[:-1]] + [0.0])
+    # entries per log-scale: an ARD scale covers one column, a scalar scale the whole array
+    sizes = per_entry([
+        float(N if a in ("U", "row_bias") else M) * (1 if specs[scale_of[a]].shape else
+                                                     (K if a in ("U", "V") else 1))
+        for a in arrays] + [float(n_obs)])
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen, dtype=f64, device=device)
+
+    z: dict[str, torch.Tensor] = {"U": opts["init_std"] * randn(N, K),
+                                  "V": opts["init_std"] * randn(M, K)}
+    zeros = torch.zeros(K + 1, dtype=f64, device=device)
+    for mname in mean_of.values():
+        z[mname] = torch.zeros(K, dtype=f64, device=device)
+    if bias:
+        z["row_bias"] = torch.zeros(N, dtype=f64, device=device)
+        z["col_bias"] = torch.zeros(M, dtype=f64, device=device)
+    D = K + int(bias)
+    ones = {"U": torch.ones(M, 1, dtype=f64, device=device),
+            "V": torch.ones(N, 1, dtype=f64, device=device)}
+    mean_prior_var = {a: float(specs[mname].prior_scale) ** 2 for a, mname in mean_of.items()}
+    width = D * (D + 1) // 2 + (D if bias else 0)  # the outer-product tables, reused
+    tables = {"U": torch.empty(M, width, dtype=torch.float32, device=device),
+              "V": torch.empty(N, width, dtype=torch.float32, device=device)}
+    rescale = opts["rescale"]
+
+    def update(factor: str, bias_name: str, side: _Side, other: str, other_bias: str,
+               s: torch.Tensor, noise_prec: torch.Tensor, rss: bool = False) -> torch.Tensor:
+        """Draw one side's ``[factor, bias]`` given the other side's factors and biases;
+        with ``rss``, returns ``sum_n theta_n^T G_n theta_n - 2 theta_n^T r_n`` over its
+        targets (the data part of the residual sum of squares, with its Gram matrices
+        ``G_n`` and right-hand sides ``r_n``)."""
+        feats = torch.cat([z[other], ones[factor]], 1) if bias else z[other]
+        prec = torch.empty(D, dtype=f64, device=device)
+        prec[:K] = s[sl[scale_of[factor]]] ** -2
+        mean = zeros.clone()
+        if factor in mean_of:
+            mean[:K] = z[mean_of[factor]]
+        if bias:
+            prec[K] = s[sl[scale_of[bias_name]]] ** -2
+        theta = torch.empty(len(side.count), D, dtype=f64, device=device)
+        part = torch.zeros((), dtype=f64, device=device)
+        stats = _side_stats(side, feats, z.get(other_bias) if bias else None, tables[factor])
+        for start, gram, rhs in stats:
+            th = _sample_side(gram, rhs, prec, noise_prec, gen, mean[:D])
+            theta[start : start + len(th)] = th
+            if rss:
+                quad = (gram @ th.unsqueeze(-1)).squeeze(-1).sub_(2 * rhs)
+                part += (quad * th).sum()
+        z[factor] = theta[:, :K]
+        if bias:
+            z[bias_name] = theta[:, K]
+        return part
+
+    S, thin, burn_in = opts["num_samples"], opts["thin"], opts["burn_in"]
+    kept_names = (*hyper, *mean_of.values(), *arrays)
+    kept = {k: torch.empty((S, *specs[k].shape), dtype=torch.float32, device=device)
+            for k in kept_names}
+    history: dict[str, list[float]] = {"noise": [], "train_rmse": [], "accept": [],
+                                       "accept_rescale": []}
+    total = burn_in + S * thin
+    bar = tqdm(range(total), disable=not progress, unit="sweep",
+               desc="Gibbs" if opts["num_chains"] == 1 else f"Gibbs chain {chain}")
+    for sweep in bar:
+        s = torch.exp(t)
+        noise_prec = s[-1] ** -2
+        # users [u_n, b_n] | V, c; then items [v_m, c_m] | U, b
+        update("U", "row_bias", users, "V", "col_bias", s, noise_prec)
+        part = update("V", "col_bias", items, "U", "row_bias", s, noise_prec, rss=True)
+        # residual sum of squares from the items' statistics: sum_m |y_m - G_m theta_m|^2
+        # with y = x - b (users' biases): sum y^2 + sum_m theta_m^T (G_m theta_m - 2 r_m)
+        ss_y = sum_x2
+        if bias:
+            b = z["row_bias"]
+            ss_y = ss_y - 2 * (b @ users.sum_x) + (users.count * b) @ b
+        ss_resid = (ss_y + part).clamp_min(0.0)
+        # factor means | factors, scales: Normal(0, tau^2) prior, conjugate
+        for a, mname in mean_of.items():
+            lam = (s[sl[scale_of[a]]] ** -2).expand(K)
+            post_prec = 1 / mean_prior_var[a] + len(z[a]) * lam
+            post_mean = lam * z[a].sum(0) / post_prec
+            z[mname] = post_mean + randn(K) / post_prec.sqrt()
+        # scales | arrays (and means), noise | residuals
+        ss = []
+        for a in arrays:
+            dev = z[a] - z[mean_of[a]] if a in mean_of else z[a]
+            ss.append((dev**2).sum(0) if specs[scale_of[a]].shape else (dev**2).sum().reshape(1))
+        ss.append(ss_resid.reshape(1))
+        t, accept = _sample_log_scales(t, sizes, torch.cat(ss), m, v, gen)
+        if rescale:
+            t, acc_r = _rescale(z, t, sl, scale_of, mean_of, mean_prior_var, m, v, gen)
+            history["accept_rescale"].append(float(acc_r.double().mean()))
+            if bias and mean_of:  # the factor means against the other side's biases
+                s = torch.exp(t)
+                _translate(z, "U", mean_of["U"], "V", "col_bias", mean_prior_var["U"],
+                           s[sl[scale_of["col_bias"]]] ** 2, gen)
+                _translate(z, "V", mean_of["V"], "U", "row_bias", mean_prior_var["V"],
+                           s[sl[scale_of["row_bias"]]] ** 2, gen)
+        rmse = math.sqrt(float(ss_resid) / n_obs)
+        history["noise"].append(math.exp(float(t[-1])))
+        history["train_rmse"].append(rmse)
+        history["accept"].append(float(accept.double().mean()))
+        if progress:
+            bar.set_postfix(noise=f"{history['noise'][-1]:.4f}", train_rmse=f"{rmse:.4f}")
+        if sweep >= burn_in and (sweep - burn_in) % thin == 0:
+            i = (sweep - burn_in) // thin
+            s = torch.exp(t)
+            for h in hyper:
+                kept[h][i] = s[sl[h]].reshape(specs[h].shape)
+            for k in (*mean_of.values(), *arrays):
+                kept[k][i] = z[k]
+    bar.close()
+    return kept, history
+
+
+def _rescale(
+    z: dict[str, torch.Tensor], t: torch.Tensor, sl: dict[str, slice], scale_of: dict[str, str],
+    mean_of: dict[str, str], mean_prior_var: dict[str, float], m: torch.Tensor,
+    v: torch.Tensor, gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rescaling move ``U -> cU, V -> V/c`` (factor means and prior scales with them),
+    one ``c`` per scale of U (per factor with ARD); updates ``z`` in place and returns the
+    new log-scales and the acceptance indicators."""
+    su, sv = sl[scale_of["U"]], sl[scale_of["V"]]
+    t_u, t_v = t[su], t[sv]
+    a = torch.zeros_like(t_u)
+    b = torch.zeros_like(t_v)
+    if mean_of:
+        mu, mv = z[mean_of["U"]], z[mean_of["V"]]
+        a = a + (mu**2).reshape(len(t_u), -1).sum(-1) / (2 * mean_prior_var["U"])
+        b = b + (mv**2).reshape(len(t_v), -1).sum(-1) / (2 * mean_prior_var["V"])
+    e, accept = _sample_rescale(a, b, t_u, t_v, m[su], v[su], m[sv], v[sv], gen)
+    c = torch.exp(e)  # () scale: one c for all factors; (K,) with ARD
+    z["U"] = z["U"] * c
+    z["V"] = z["V"] / c
+    if mean_of:
+        z[mean_of["U"]] = z[mean_of["U"]] * c
+        z[mean_of["V"]] = z[mean_of["V"]] / c
+    t = t.clone()
+    t[su] += e
+    t[sv] -= e
+    return t, accept
+
+
+def _translate(
+    z: dict[str, torch.Tensor], factor: str, mean: str, other: str, other_bias: str,
+    mean_var: float, bias_var: torch.Tensor, gen: torch.Generator,
+) -> None:
+    """The translation move along the ridge between the factor means and the other side's
+    biases: ``u_n -> u_n + w`` (every row), ``mean_U -> mean_U + w``,
+    ``c_m -> c_m - w . v_m`` leaves every prediction and ``u_n - mean_U`` unchanged, so
+    ``w`` is drawn exactly from its Gaussian conditional (Liu & Sabatti's generalised Gibbs
+    step for a translation group: Jacobian 1), ``N(A^{-1} b, A^{-1})`` with
+    ``A = I / tau^2 + V^T V / s_c^2`` and ``b = -mean_U / tau^2 + V^T c / s_c^2``. Updates
+    ``z`` in place."""
+    X, c = z[other], z[other_bias]
+    K = X.shape[1]
+    A = X.T @ X / bias_var
+    A.diagonal().add_(1 / mean_var)
+    b = X.T @ c / bias_var - z[mean] / mean_var
+    chol = torch.linalg.cholesky(A)
+    w = torch.linalg.solve_triangular(chol, b.unsqueeze(-1), upper=False)
+    w += torch.randn((K, 1), generator=gen, dtype=w.dtype, device=w.device)
+    w = torch.linalg.solve_triangular(chol.T, w, upper=True).squeeze(-1)
+    z[factor] = z[factor] + w
+    z[mean] = z[mean] + w
+    z[other_bias] = c - X @ w
+
+
+def _chain_worker(
+    payload: tuple[dict[str, Any], float, Any, dict[str, Any], int, int],
+) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
+    """Run one chain in a worker process (CPU)."""
+    config, global_mean, train, opts, chain, threads = payload
+    torch.set_num_threads(threads)
+    model = BayesianMF(**config, global_mean=global_mean)
+    return _run_chain(model, train, opts, chain, progress=False)
+
+
+# ------------------------------------------------------------------ diagnostics
+def _rhat(x: np.ndarray) -> float:
+    """Split, rank-normalised R-hat (Vehtari et al. 2021: the larger of the bulk and the
+    folded/tail values) of draws ``x`` shaped ``(chains, draws)``."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    C, S = x.shape
+    half = S // 2
+    if half < 2:
+        return float("nan")
+    x = np.concatenate([x[:, :half], x[:, S - half:]], 0)  # split chains
+
+    def rhat(y: np.ndarray) -> float:
+        r = rankdata(y, method="average").reshape(y.shape)
+        z = ndtri((r - 0.375) / (y.size + 0.25))
+        n = z.shape[1]
+        w = z.var(1, ddof=1).mean()
+        b = n * z.mean(1).var(ddof=1)
+        if w == 0:
+            return float("nan")
+        return float(np.sqrt(((n - 1) / n * w + b / n) / w))
+
+    return max(rhat(x), rhat(np.abs(x - np.median(x))))
+
+
+def _hyper_rhat(draws: dict[str, torch.Tensor], model: BayesianMF) -> dict[str, float]:
+    """R-hat of every hyper-parameter of a multi-chain run; an ARD scale vector is sorted
+    first (its order statistics), since the factors' order is arbitrary in each chain."""
+    out = {}
+    for spec in model.latent_specs():
+        if not spec.positive:
+            continue
+        d = draws[spec.name].double().cpu().numpy()
+        d = np.sort(d.reshape(*d.shape[:2], -1), axis=-1)
+        for j in range(d.shape[-1]):
+            name = spec.name if d.shape[-1] == 1 else f"{spec.name}[sorted {j}]"
+            out[name] = _rhat(d[..., j])
+    return out
+
+
+# ------------------------------------------------------------------ the sampler
+def _use_processes(parallel: bool | None, num_chains: int, device: torch.device) -> bool:
+    if num_chains == 1 or device.type != "cpu" or parallel is False:
+        return False
+    if parallel is None:
+        return (os.cpu_count() or 1) > 1
+    return True
 
 
 def fit_gibbs(
     model: BayesianMF,
-    train: Ratings,
+    train: Any,
     *,
     num_samples: int = 200,
-    warmup: int = 50,
+    burn_in: int = 50,
+    num_chains: int = 1,
     thin: int = 1,
+    parallel: bool | None = None,
+    rescale: bool = True,
     init_std: float = 0.1,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    **deprecated: Any,
 ) -> SampleFit:
     """Sample the posterior of a :class:`~bayesmf.models.BayesianMF` by blocked Gibbs.
 
@@ -217,25 +718,38 @@ def fit_gibbs(
     train : Ratings
         Training ratings of the model's shape.
     num_samples : int
-        Draws kept after the burn-in.
-    warmup : int
-        Burn-in sweeps, discarded.
+        Draws kept per chain after the burn-in.
+    burn_in : int
+        Burn-in sweeps per chain, discarded (``warmup=`` is its deprecated spelling).
+    num_chains : int
+        Independent chains, chain ``c`` seeded from ``(seed, c)``; with more than one,
+        the R-hat of the hyper-parameters is computed and a warning logged above 1.01.
     thin : int
         Keep every ``thin``-th sweep after the burn-in.
+    parallel : bool, optional
+        Run the chains in worker processes, as many at once as there are cores (forked
+        on Linux, each single-threaded; spawned elsewhere, sharing the threads). Default:
+        when there are several chains, several cores and the device is the CPU; ``False``
+        runs them one after the other. The draws do not depend on it.
+    rescale : bool
+        Add the rescaling move ``U -> cU, V -> V/c`` to every sweep, and with factor
+        means and biases the translation moves (see the module notes); without them the
+        U/V scale ratio (and the item-bias scale) mix very slowly.
     init_std : float
         Standard deviation of the random initial factors (biases start at 0, scales at
         the model's initial values, the noise scale at 1).
     seed : int
-        Seed of the chain.
+        Seed of the run.
     device : str or torch.device, optional
-        Where to sample (default: the model's device). The chain runs in float64; the
+        Where to sample (default: the model's device). The chains run in float64; the
         kept draws are stored in float32.
     progress : bool
-        Show a tqdm bar with the noise scale and the training RMSE.
+        Show a tqdm bar with the noise scale and the training RMSE (sequential chains).
 
     Returns
     -------
     SampleFit
+        Its ``draws`` are shaped ``(num_chains, num_samples, *shape)``.
 
     Examples
     --------
@@ -243,141 +757,69 @@ def fit_gibbs(
     >>> R, _ = data.synthetic_ratings(n_rows=60, n_cols=40, rank=2, density=0.4,
     ...                               noise=0.3, seed=0)
     >>> fit = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, num_samples=50,
-    ...                           warmup=30, progress=False)
+    ...                           burn_in=30, progress=False)
     >>> fit.draws["U"].shape
-    torch.Size([50, 60, 2])
+    torch.Size([1, 50, 60, 2])
     >>> 0.2 < float(fit.draws["noise"].mean()) < 0.4
     True
     """
+    if "warmup" in deprecated:
+        burn_in = deprecated_kwarg(deprecated, "warmup", "burn_in", "fit_gibbs")
+    if deprecated:
+        raise TypeError(f"fit_gibbs() got unexpected keyword arguments {sorted(deprecated)}")
     if not isinstance(model, BayesianMF):
         raise TypeError(
             f"fit_gibbs samples BayesianMF (conditionally conjugate); use fit_svi for "
             f"{type(model).__name__}"
         )
-    if num_samples < 1 or warmup < 0 or thin < 1 or not init_std > 0:
-        raise ValueError("need num_samples >= 1, warmup >= 0, thin >= 1 and init_std > 0")
+    if num_samples < 1 or burn_in < 0 or thin < 1 or num_chains < 1 or not init_std > 0:
+        raise ValueError(
+            "need num_samples >= 1, burn_in >= 0, thin >= 1, num_chains >= 1 and init_std > 0"
+        )
     if device is not None:
         model.to(device)
     device = model.global_mean.device
     model.setup(train)
     train = train.to(device)
-    f64 = torch.float64
-    gen = torch.Generator(device=device).manual_seed(seed)
-    K, N, M = model.rank, model.n_rows, model.n_cols
-    rows, cols = train.rows, train.cols
-    x = train.values.to(f64) - float(model.global_mean)
-    bias = model.biases
-    specs = {s.name: s for s in model.latent_specs()}
-    arrays = ["U", "V"] + (["row_bias", "col_bias"] if bias else [])
-    scale_of = {a: str(specs[a].prior_scale) for a in arrays}
-    mean_of = {a: specs[a].prior_mean for a in ("U", "V") if isinstance(specs[a].prior_mean, str)}
-    # every positive site (the prior scales, then the noise) as one vector of log-scales
-    hyper = [scale_of[a] for a in arrays] + [model.noise_site]
-    numel = [math.prod(specs[h].shape) for h in hyper]
-    offsets = [0, *itertools.accumulate(numel)]
-
-    def per_entry(values: list[float]) -> torch.Tensor:
-        return torch.cat([torch.full((k,), val, dtype=f64, device=device)
-                          for k, val in zip(numel, values, strict=True)])
-
-    m = per_entry([float(specs[h].prior_loc) for h in hyper])
-    v = per_entry([float(specs[h].prior_scale) ** 2 for h in hyper])
-    t = per_entry([math.log(specs[h].init_loc) for h in hyper[:-1]] + [0.0])
-
-    def scale(h: str, s: torch.Tensor) -> torch.Tensor:
-        i = hyper.index(h)
-        return s[offsets[i] : offsets[i + 1]].reshape(specs[h].shape)
-
-    def randn(*shape: int) -> torch.Tensor:
-        return init_std * torch.randn(shape, generator=gen, dtype=f64, device=device)
-
-    z: dict[str, torch.Tensor] = {"U": randn(N, K), "V": randn(M, K)}
-    zeros = torch.zeros(K, dtype=f64, device=device)
-    for mname in mean_of.values():
-        z[mname] = zeros.clone()
-    if bias:
-        z["row_bias"] = torch.zeros(N, dtype=f64, device=device)
-        z["col_bias"] = torch.zeros(M, dtype=f64, device=device)
-    D = K + int(bias)
-    chunk = max(1, _GRAM_BUDGET // (D * D))
-
-    def side(
-        factor: str, bias_name: str, target: torch.Tensor, other: torch.Tensor, n_target: int,
-        fixed: torch.Tensor, other_bias: torch.Tensor | None, s: torch.Tensor,
-        noise_prec: torch.Tensor,
-    ) -> None:
-        """Draw one side's ``[factor, bias]`` given the other side's factors and biases."""
-        if other_bias is not None:
-            feats = torch.cat([fixed, torch.ones(len(fixed), 1, dtype=f64, device=device)], 1)
-            y = x - other_bias[other]
-        else:
-            feats, y = fixed, x
-        gram, rhs = _gram(target, other, y, feats, n_target, chunk)
-        prec = [(1 / scale(scale_of[factor], s) ** 2).expand(K)]
-        mean = [z[mean_of[factor]] if factor in mean_of else zeros]
-        if bias:
-            prec.append((1 / scale(scale_of[bias_name], s) ** 2).reshape(1))
-            mean.append(zeros[:1])
-        theta = _sample_side(gram, rhs, torch.cat(prec), noise_prec, gen, torch.cat(mean))
-        z[factor] = theta[:, :K]
-        if bias:
-            z[bias_name] = theta[:, K]
-
-    kept: dict[str, list[torch.Tensor]] = {k: [] for k in (*hyper, *mean_of.values(), *arrays)}
-    history: dict[str, list[float]] = {"noise": [], "train_rmse": [], "accept": []}
-    total = warmup + num_samples * thin
+    opts = {"num_samples": num_samples, "burn_in": burn_in, "thin": thin,
+            "num_chains": num_chains, "init_std": init_std, "seed": seed, "rescale": rescale}
+    processes = _use_processes(parallel, num_chains, device)
     t0 = time.perf_counter()
-    bar = tqdm(range(total), disable=not progress, desc="Gibbs", unit="sweep")
-    for sweep in bar:
-        s = torch.exp(t)
-        noise_prec = 1 / s[-1] ** 2
-        # users [u_n, b_n] | V, c; then items [v_m, c_m] | U, b
-        side("U", "row_bias", rows, cols, N, z["V"], z.get("col_bias"), s, noise_prec)
-        side("V", "col_bias", cols, rows, M, z["U"], z.get("row_bias"), s, noise_prec)
-        # factor means | factors, scales: Normal(0, prior_scale^2) prior, conjugate
-        for a, mname in mean_of.items():
-            prec0 = 1 / float(specs[mname].prior_scale) ** 2
-            lam = (1 / scale(scale_of[a], s) ** 2).expand(K)
-            post_prec = prec0 + len(z[a]) * lam
-            post_mean = lam * z[a].sum(0) / post_prec
-            eps = torch.randn(K, generator=gen, dtype=f64, device=device)
-            z[mname] = post_mean + eps / post_prec.sqrt()
-        # scales | arrays (and means), noise | residuals
-        resid = x - (z["U"][rows] * z["V"][cols]).sum(-1)
-        if bias:
-            resid = resid - z["row_bias"][rows] - z["col_bias"][cols]
-        sizes, ss = [], []
-        for a in arrays:
-            dev = z[a] - z[mean_of[a]] if a in mean_of else z[a]
-            if specs[scale_of[a]].shape == ():
-                sizes.append(torch.tensor([float(dev.numel())], dtype=f64, device=device))
-                ss.append((dev**2).sum().reshape(1))
-            else:  # one scale per trailing index (ARD)
-                sizes.append(torch.full((dev.shape[-1],), float(dev.shape[0]), dtype=f64,
-                                        device=device))
-                ss.append((dev**2).sum(0))
-        sizes.append(torch.tensor([float(len(x))], dtype=f64, device=device))
-        ss.append((resid**2).sum().reshape(1))
-        t, accept = _sample_log_scales(t, torch.cat(sizes), torch.cat(ss), m, v, gen)
-        rmse = float((resid**2).mean().sqrt())
-        history["noise"].append(float(torch.exp(t[-1])))
-        history["train_rmse"].append(rmse)
-        history["accept"].append(float(accept.double().mean()))
-        bar.set_postfix(noise=f"{history['noise'][-1]:.4f}", train_rmse=f"{rmse:.4f}")
-        if sweep >= warmup and (sweep - warmup) % thin == 0:
-            s = torch.exp(t)
-            for h in hyper:
-                kept[h].append(scale(h, s).float())
-            for k in (*mean_of.values(), *arrays):
-                kept[k].append(z[k].float())
-    bar.close()
+    if processes:
+        workers = min(num_chains, os.cpu_count() or 1)
+        # fork is cheap and needs no importable __main__ (spawn elsewhere); a forked child
+        # runs single-threaded, since an OpenMP pool does not survive a fork
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        threads = 1 if method == "fork" else max(1, torch.get_num_threads() // workers)
+        ctx = multiprocessing.get_context(method)
+        jobs = [(model.config(), float(model.global_mean), train, opts, c, threads)
+                for c in range(num_chains)]
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            results = list(pool.map(_chain_worker, jobs))
+    else:
+        results = [_run_chain(model, train, opts, c, progress) for c in range(num_chains)]
     seconds = time.perf_counter() - t0
-    draws = {k: torch.stack(vs) for k, vs in kept.items()}
-    accept_rate = sum(history["accept"]) / len(history["accept"])
+    draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
+    history = {k: [x for r in results for x in r[1][k]] for k in results[0][1]}
+    accept_rate = float(np.mean(history["accept"]))
     if accept_rate < 0.5:
         log.warning("hyper-parameter acceptance rate %.2f is low", accept_rate)
-    settings = {"num_samples": num_samples, "warmup": warmup, "thin": thin,
-                "init_std": init_std, "seed": seed, "device": str(device),
-                "accept_rate": accept_rate}
-    return SampleFit(model, draws, history, _train_info(train), settings, seconds)
-
+    settings: dict[str, Any] = {
+        "num_samples": num_samples, "burn_in": burn_in, "num_chains": num_chains,
+        "thin": thin, "init_std": init_std, "seed": seed, "rescale": rescale,
+        "device": str(device), "parallel": processes, "accept_rate": accept_rate,
+    }
+    if rescale:
+        settings["accept_rate_rescale"] = float(np.mean(history["accept_rescale"]))
+    if num_chains > 1:
+        rhat = _hyper_rhat(draws, model)
+        settings["rhat"] = rhat
+        bad = {k: round(r, 3) for k, r in rhat.items() if r > RHAT_WARN}  # NaN: too short
+        if bad:
+            log.warning(
+                "the %d Gibbs chains disagree: R-hat above %.2f for %s; the hyper-parameters "
+                "(and predictions) are not yet reliable - sample longer (num_samples, "
+                "burn_in) and check again", num_chains, RHAT_WARN, bad)
+    train_info = data_info(train)
+    train_info["fingerprint"] = files.fingerprint(train)
+    return SampleFit(model, draws, history, train_info, settings, seconds)

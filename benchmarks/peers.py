@@ -1,0 +1,335 @@
+"""bayesmf's Gibbs sampler against its peer, myFM, on the same MovieLens-100K splits.
+
+* Models: ``BayesianMF(943, 1682, rank=10, ard=True, factor_means=True)`` sampled by
+  :func:`bayesmf.inference.fit_gibbs` (one chain) against myFM's Bayesian factorization
+  machine (``myfm.MyFMRegressor(rank=10)``) on one-hot user/item features, with the
+  users and the items in separate hyper-prior groups (``group_shapes=[943, 1682]``, so that
+  both models have per-factor means and precisions per side). Both: 50 burn-in + 150 kept
+  sweeps (myFM: ``n_iter=200, n_kept_samples=150``), seeded with the split seed.
+* Splits: five random 90/10 splits (``random_split(R, test_fraction=0.1, seed=s)``,
+  ``s = 0..4``) and the GroupLens splits u1..u5 (``canonical_split``). Test RMSE of the
+  posterior predictive mean clamped to [1, 5]; the difference bayesmf - myFM is paired per
+  split (mean ± std over the splits).
+* Time: on split 0, the two fits alternate (``--repeats``, >= 3), single-threaded
+  (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``, myFM's predictions with one
+  worker); wall and CPU seconds of the fit, the ratio bayesmf / myFM per repeat, and the
+  per-sweep cost.
+* Memory: peak resident memory of one fit on 5 M synthetic ratings (100,000 x 20,000, rank
+  10, a few sweeps), each engine in its own subprocess: above the imports, and above the
+  input arrays (which both share).
+
+myFM is optional: without it (``pip install myfm``; it needs ``setuptools<81`` for
+``pkg_resources``) only bayesmf's rows are written, with a message. Run
+``python benchmarks/peers.py`` (``--quick``: one random split and u1, 20 + 30 sweeps, 2
+timing repeats, 200,000 ratings for memory). Writes ``benchmarks/results/peers.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # myFM always shows a progress bar
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, default_data_dir, machine_info, mean_std, write_results  # noqa: E402
+
+from bayesmf import inference, models  # noqa: E402
+from bayesmf.data import DatasetNotFoundError, Ratings, load_movielens, random_split  # noqa: E402
+from bayesmf.diagnostics.metrics import rmse  # noqa: E402
+
+log = logging.getLogger("benchmarks.peers")
+
+RANK = 10
+BURN_IN, KEPT = 50, 150
+QUICK_BURN_IN, QUICK_KEPT = 20, 30
+MEMORY_SHAPE = (100_000, 20_000)
+MEMORY_SWEEPS = (1, 2)  # burn-in, kept: working memory, not the kept draws
+
+
+def _myfm() -> Any | None:
+    try:
+        import myfm
+    except ImportError as err:  # optional peer
+        log.warning("myFM is not importable (%s): only bayesmf is run. Install it with "
+                    "`pip install myfm 'setuptools<81'` to compare.", err)
+        return None
+    return myfm
+
+
+def _version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _onehot(d: Ratings) -> Any:
+    """One-hot user and item columns, ``(len(d), N + M)`` CSR (myFM's input)."""
+    import scipy.sparse as sps
+
+    n = len(d)
+    N, M = d.shape
+    idx = np.empty(2 * n, dtype=np.int32)
+    idx[0::2] = d.rows.numpy()
+    idx[1::2] = N + d.cols.numpy()
+    return sps.csr_matrix((np.ones(2 * n), idx, np.arange(0, 2 * n + 1, 2)), shape=(n, N + M))
+
+
+def fit_bayesmf(train: Ratings, test: Ratings | None, seed: int, burn_in: int,
+                kept: int) -> dict[str, float]:
+    """One bayesmf Gibbs fit: test RMSE (clamped), wall and CPU seconds of the fit."""
+    model = models.BayesianMF(*train.shape, rank=RANK, ard=True, factor_means=True)
+    c0, t0 = time.process_time(), time.perf_counter()
+    fit = inference.fit_gibbs(model, train, num_samples=kept, burn_in=burn_in, seed=seed,
+                              progress=False)
+    out = {"fit_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+    if test is not None:
+        out["rmse"] = rmse(test.values, fit.predict(test, clamp=True))
+    return out
+
+
+def fit_myfm(myfm: Any, train: Ratings, test: Ratings | None, seed: int, burn_in: int,
+             kept: int) -> dict[str, float]:
+    """One myFM fit on the same data: test RMSE (clamped), wall and CPU seconds of the fit
+    (the one-hot encoding included)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
+    fm.fit(_onehot(train), train.values.double().numpy(), n_iter=burn_in + kept,
+           n_kept_samples=kept, group_shapes=list(train.shape))
+    out = {"fit_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+    if test is not None:
+        pred = torch.from_numpy(fm.predict(_onehot(test), n_workers=1)).float()
+        out["rmse"] = rmse(test.values, test.clamp(pred))
+    return out
+
+
+def _splits(data_dir: str | None, quick: bool) -> dict[str, list[tuple[str, Ratings, Ratings]]]:
+    ds = load_movielens("100k", root=data_dir)
+    R = ds.to_ratings()
+    n = 1 if quick else 5
+    return {
+        "ml-100k random 90/10": [(f"seed {s}", *random_split(R, test_fraction=0.1, seed=s))
+                                 for s in range(n)],
+        "ml-100k u1-u5": [(f"u{i}", *ds.canonical_split(f"u{i}")) for i in range(1, n + 1)],
+    }
+
+
+def accuracy(splits: dict[str, list[tuple[str, Ratings, Ratings]]], myfm: Any | None,
+             burn_in: int, kept: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """RMSE of both engines on every split, paired."""
+    results: dict[str, Any] = {}
+    per_split: dict[str, Any] = {}
+    for dataset, runs in splits.items():
+        rows: dict[str, list[dict[str, float]]] = {"bayesmf Gibbs": [], "myFM": []}
+        for i, (name, train, test) in enumerate(runs):
+            rows["bayesmf Gibbs"].append(fit_bayesmf(train, test, i, burn_in, kept))
+            if myfm is not None:
+                rows["myFM"].append(fit_myfm(myfm, train, test, i, burn_in, kept))
+            log.info("%s %s: bayesmf %.4f%s", dataset, name, rows["bayesmf Gibbs"][-1]["rmse"],
+                     f", myFM {rows['myFM'][-1]['rmse']:.4f}" if myfm is not None else "")
+        out: dict[str, Any] = {}
+        for model, rs in rows.items():
+            if not rs:
+                continue
+            m, s = mean_std([r["rmse"] for r in rs])
+            out[model] = {"rmse": m, "rmse_std": s, "n_splits": len(rs),
+                          "fit_s": float(np.mean([r["fit_s"] for r in rs]))}
+        if rows["myFM"]:
+            diff = [a["rmse"] - b["rmse"] for a, b in zip(rows["bayesmf Gibbs"], rows["myFM"],
+                                                           strict=True)]
+            m, s = mean_std(diff)
+            out["bayesmf - myFM (paired)"] = {"rmse_diff": m, "rmse_diff_std": s,
+                                              "bayesmf_better_splits": sum(d < 0 for d in diff)}
+        results[dataset] = out
+        per_split[dataset] = {model: [{k: round(v, 5) for k, v in r.items()} for r in rs]
+                              for model, rs in rows.items() if rs}
+        per_split[dataset]["splits"] = [name for name, _, _ in runs]
+    return results, per_split
+
+
+def timing(train: Ratings, myfm: Any | None, repeats: int, burn_in: int,
+           kept: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Alternating fits on one split: wall/CPU seconds, per-sweep cost and the ratios
+    (and every run's times)."""
+    runs: dict[str, list[dict[str, float]]] = {"bayesmf Gibbs": [], "myFM": []}
+    for r in range(repeats):
+        runs["bayesmf Gibbs"].append(fit_bayesmf(train, None, r, burn_in, kept))
+        if myfm is not None:
+            runs["myFM"].append(fit_myfm(myfm, train, None, r, burn_in, kept))
+    sweeps = burn_in + kept
+    out: dict[str, Any] = {}
+    for model, rs in runs.items():
+        if rs:
+            out[model] = {
+                "fit_s_min": min(x["fit_s"] for x in rs),
+                "fit_s_median": float(np.median([x["fit_s"] for x in rs])),
+                "cpu_s_min": min(x["cpu_s"] for x in rs),
+                "ms_per_sweep_cpu": 1e3 * min(x["cpu_s"] for x in rs) / sweeps,
+                "repeats": len(rs),
+            }
+    if runs["myFM"]:
+        wall = [a["fit_s"] / b["fit_s"] for a, b in zip(runs["bayesmf Gibbs"], runs["myFM"],
+                                                        strict=True)]
+        cpu = [a["cpu_s"] / b["cpu_s"] for a, b in zip(runs["bayesmf Gibbs"], runs["myFM"],
+                                                       strict=True)]
+        out["bayesmf / myFM"] = {"time_ratio_wall_median": float(np.median(wall)),
+                                 "time_ratio_cpu_median": float(np.median(cpu)),
+                                 "time_ratio_cpu_max": max(cpu)}
+    raw = {k: [{m: round(v, 4) for m, v in x.items()} for x in rs]
+           for k, rs in runs.items() if rs}
+    return out, raw
+
+
+# ----------------------------------------------------------------------------- memory
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from ``/proc/self/status`` (Linux), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> float:
+    """Reset the peak resident memory (``VmHWM``) to the current one; returns it (MiB)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
+
+
+def _memory_child(engine: str, n: int) -> None:
+    """Run in a subprocess: one fit on ``n`` synthetic ratings; prints JSON."""
+    torch.set_num_threads(1)
+    myfm = _myfm() if engine == "myFM" else None
+    import scipy.sparse  # noqa: F401  (imported before the baseline, as for both)
+
+    # a tiny fit first, so that the libraries' lazily loaded code (MKL, LAPACK kernels) is
+    # resident before the baseline: what is measured is the memory the data make the
+    # engine use
+    rng = np.random.default_rng(1)
+    cells = rng.choice(50 * 40, size=500, replace=False)
+    tiny = Ratings(cells // 40, cells % 40, rng.integers(1, 6, size=500).astype(np.float32),
+                   shape=(50, 40))
+    if engine == "myFM":
+        fit_myfm(myfm, tiny, None, 0, *MEMORY_SWEEPS)
+    else:
+        fit_bayesmf(tiny, None, 0, *MEMORY_SWEEPS)
+    after_import = _reset_peak()
+    N, M = MEMORY_SHAPE
+    rng = np.random.default_rng(0)
+    cells = rng.choice(N * M, size=n, replace=False)
+    rows, cols = cells // M, cells % M
+    del cells
+    values = rng.integers(1, 6, size=n).astype(np.float32)
+    after_data = _status_mb("VmRSS")
+    t0 = time.perf_counter()
+    train = Ratings(rows, cols, values, shape=(N, M))
+    del rows, cols, values
+    burn_in, kept = MEMORY_SWEEPS
+    if engine == "myFM":
+        fit_myfm(myfm, train, None, 0, burn_in, kept)
+    else:
+        fit_bayesmf(train, None, 0, burn_in, kept)
+    peak = _status_mb("VmHWM")
+    print(json.dumps({"peak_above_import_mb": peak - after_import,
+                      "peak_above_data_mb": peak - after_data,
+                      "data_mb": after_data - after_import,
+                      "seconds": time.perf_counter() - t0, "ratings": n}))
+
+
+def memory(engines: list[str], n: int) -> dict[str, Any]:
+    """Peak memory of each engine, each in a fresh subprocess."""
+    out: dict[str, Any] = {}
+    for engine in engines:
+        cmd = [sys.executable, __file__, "--memory-child", engine, "--memory-ratings", str(n)]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        if res.returncode != 0:
+            log.warning("memory run of %s failed: %s", engine, res.stderr[-2000:])
+            continue
+        out[engine] = json.loads(res.stdout.strip().splitlines()[-1])
+        log.info("memory %s: %s", engine, out[engine])
+    if len(out) == 2:
+        a, b = out["bayesmf Gibbs"], out["myFM"]
+        out["bayesmf / myFM"] = {
+            "peak_above_import_ratio": a["peak_above_import_mb"] / b["peak_above_import_mb"],
+            "peak_above_data_ratio": a["peak_above_data_mb"] / b["peak_above_data_mb"],
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="one random split and u1, short chains, small memory run")
+    parser.add_argument("--data-dir", default=default_data_dir(), help="folder holding ml-100k/")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating timing repeats")
+    parser.add_argument("--memory-ratings", type=int, default=None,
+                        help="ratings of the memory run (default 5,000,000; quick 200,000)")
+    parser.add_argument("--out", default="benchmarks/results", help="output folder")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    n_mem = args.memory_ratings or (200_000 if args.quick else 5_000_000)
+    if args.memory_child:
+        _memory_child(args.memory_child, n_mem)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(1)
+    myfm = _myfm()
+    burn_in, kept = (QUICK_BURN_IN, QUICK_KEPT) if args.quick else (BURN_IN, KEPT)
+    try:
+        splits = _splits(args.data_dir, args.quick)
+    except DatasetNotFoundError as err:
+        sys.exit(f"MovieLens-100K not found: {err}")
+    results, per_split = accuracy(splits, myfm, burn_in, kept)
+    train0 = splits["ml-100k random 90/10"][0][1]
+    repeats = 2 if args.quick else max(3, args.repeats)
+    results["ml-100k timing (split seed 0)"], timing_raw = timing(train0, myfm, repeats,
+                                                                  burn_in, kept)
+    engines = ["bayesmf Gibbs"] + (["myFM"] if myfm is not None else [])
+    results[f"synthetic {n_mem:,} ratings (memory)"] = memory(engines, n_mem)
+    settings = {
+        "protocol": "random 90/10 splits seeds 0..4 (random_split) and GroupLens u1..u5; "
+                    "RMSE of the posterior predictive mean clamped to [1, 5]; paired "
+                    "differences per split; timing alternates the engines on split seed 0",
+        "bayesmf": {"model": f"BayesianMF(rank={RANK}, ard=True, factor_means=True)",
+                    "fit": "inference.fit_gibbs(num_chains=1, seed=split index)",
+                    "num_samples": kept, "burn_in": burn_in, "version": _version("bayesmf")},
+        "myFM": {"model": f"MyFMRegressor(rank={RANK}, random_seed=split index) on one-hot "
+                          "user/item features, defaults otherwise (init_stdev 0.1, alpha_0 = "
+                          "beta_0 = gamma_0 = 1, mu_0 0, reg_0 1, fit_w0, fit_linear)",
+                 "fit": f"fit(X, y, n_iter={burn_in + kept}, n_kept_samples={kept}, "
+                        "group_shapes=[n_users, n_items])",
+                 "predict": "predict(X_test, n_workers=1)",
+                 "version": _version("myfm"), "available": myfm is not None},
+        "threads": "OMP_NUM_THREADS=1, torch.set_num_threads(1)",
+        "timing_repeats": repeats,
+        "timing_runs": timing_raw,
+        "memory": {"ratings": n_mem, "shape": list(MEMORY_SHAPE),
+                   "sweeps": {"burn_in": MEMORY_SWEEPS[0], "kept": MEMORY_SWEEPS[1]},
+                   "how": "peak resident memory (VmHWM, reset after the imports and a tiny warm-up "
+                          "fit that loads the libraries' code) of a fresh subprocess per "
+                          "engine, minus the resident memory at the reset (and after building "
+                          "the shared input arrays)"},
+        "per_split": per_split,
+        "quick": args.quick,
+    }
+    name = "peers_quick" if args.quick else "peers"
+    json_path, md_path = write_results(name, results, settings, args.out, machine_info())
+    log.info("wrote %s and %s", json_path, md_path)
+
+
+if __name__ == "__main__":
+    main()
