@@ -132,7 +132,7 @@ def test_fit_gibbs_with_ard_on_user_csv(tmp_path, capsys):
     assert _number(r"test RMSE ([\d.]+)", out) < 0.5 * df["rating"].std()
     assert 0.8 <= _number(r"90% interval coverage ([\d.]+)", out) <= 1.0
     fit = inference.load(tmp_path / "run" / "fit.pt")
-    assert isinstance(fit, inference.SampleFit) and fit.draws["scale_U"].shape == (60, 3)
+    assert isinstance(fit, inference.SampleFit) and fit.draws["scale_U"].shape == (1, 60, 3)
 
 
 def test_fit_needs_a_source(capsys):

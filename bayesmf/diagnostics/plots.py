@@ -97,10 +97,9 @@ def plot_elbo(fit: Any, ax: Axes | None = None, path: str | Path | None = None) 
         ax.axvspan(0.5, end + 0.5, color="0.9", zorder=0)
         ax.text(0.5 + end / 2, 0.02, "KL warm-up", transform=ax.get_xaxis_transform(),
                 ha="center", va="bottom", fontsize=8, color="0.4")
-    val = np.asarray(history.get("val_rmse", []) or [], dtype=float)
+    val = np.asarray(history.get("val", []) or [], dtype=float)
     if val.size:
-        every = int((getattr(fit, "settings", {}) or {}).get("eval_every", 1) or 1)
-        val_epochs = every * np.arange(1, val.size + 1)
+        val_epochs = 1 + np.asarray(history.get("val_epoch", np.arange(val.size)), dtype=float)
         ax2 = ax.twinx()
         lines += ax2.plot(val_epochs, val, color="C1", lw=1.5, ls="--", label="validation RMSE")
         ax2.set_ylabel("validation RMSE", color="C1")

@@ -1,10 +1,13 @@
 """Stochastic variational inference for the library's factor models.
 
 :func:`fit_svi` is the SVI engine: a mean-field guide built from the model's latent sites
-(:class:`~bayesmf.inference.guides.MeanFieldGuide`), the ELBO with analytic KL terms
-(``TraceMeanField_ELBO``), minibatches of observations with the exact ELBO scaling and a KL
-warm-up, run by the one training loop (:func:`bayesmf.inference.loop.train`: learning-rate
-decay, clipping, validation, patience, checkpoints, divergence errors, progress). It fits any
+(:class:`~bayesmf.inference.guides.MeanFieldGuide`), the ELBO with analytic KL terms (in
+one process the ``O(batch)`` estimate :func:`~bayesmf.inference.objectives.local_elbo_loss`,
+whose local rows get sparse gradients stepped by a lazy Adam, so that a step's cost does not
+grow with the matrix; under ``torch.distributed``, ``TraceMeanField_ELBO``), minibatches of
+observations with the exact ELBO scaling and a KL warm-up, run by the one training loop
+(:func:`bayesmf.inference.loop.train`: learning-rate decay, clipping, validation, patience,
+checkpoints, divergence errors, progress). It fits any
 :class:`~bayesmf.models.base.FactorModel` (ratings models on :class:`~bayesmf.data.Ratings`,
 network models on :class:`~bayesmf.data.Pairs`) and the block model (whose closed-form q(Z)
 steps are its own engine, :func:`~bayesmf.inference.fit_sbm`). It returns a
@@ -207,7 +210,9 @@ def fit_svi(
         Observations per minibatch (``None``: full batch). The likelihood is scaled by
         ``len(train) / batch_size``, so each step's ELBO estimate is unbiased.
     lr, final_lr : float, optional
-        Adam learning rate, decayed exponentially per epoch to ``final_lr``. Without ``lr``
+        Adam learning rate (in one process the rows of the user/item arrays are stepped by
+        :class:`torch.optim.SparseAdam`, a lazy Adam that moves only the rows a minibatch
+        drew), decayed exponentially per epoch to ``final_lr``. Without ``lr``
         both are the model's defaults (:func:`svi_defaults`); with ``lr`` only, ``final_lr``
         is ``lr / 10``.
     num_particles : int
@@ -297,7 +302,8 @@ def fit_svi(
     if lr is None:
         lr = defaults["lr"]
         final_lr = defaults["final_lr"] if final_lr is None else final_lr
-    kl_warmup = defaults["kl_warmup"] if kl_warmup is None else kl_warmup
+    if kl_warmup is None:  # the default warm-up is the same share of a shorter or longer fit
+        kl_warmup = round(defaults["kl_warmup"] * epochs / defaults["epochs"])
     if epochs < 1 or (batch_size is not None and batch_size < 1):
         raise ValueError("epochs and batch_size must be positive")
     if kl_warmup < 0 or kl_warmup > epochs:
@@ -328,11 +334,14 @@ def fit_svi(
         "num_particles": num_particles, "clip_norm": clip_norm, "kl_warmup": kl_warmup,
         "seed": seed, "patience": patience, "eval_every": eval_every,
         "init_scale": init_scale, "validated": val is not None,
+        # one process: rows of the local arrays stepped by a lazy Adam (O(batch) steps)
+        "local_optimizer": "sparse_adam" if world == 1 else "adam",
     }
     if world > 1:
         settings["world_size"] = world
     pyro.set_rng_seed(seed)
-    guide = MeanFieldGuide(model, init_scale=init_scale, seed=seed)
+    guide = MeanFieldGuide(model, init_scale=init_scale, seed=seed, sparse_grads=world == 1)
+    dense_params, sparse_params = guide.parameter_groups()
     gen = torch.Generator().manual_seed(seed)
     elbo = TraceMeanField_ELBO(num_particles=num_particles, max_plate_nesting=1)
     steps_per_epoch = math.ceil(n / bs)
@@ -361,7 +370,8 @@ def fit_svi(
     fingerprint = files.fingerprint(train)
     res = run_loop(
         step, {"guide": guide}, epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr,
-        final_lr=final_lr, clip_norm=clip_norm, on_epoch=on_epoch,
+        final_lr=final_lr, params=dense_params, sparse_params=sparse_params,
+        clip_norm=clip_norm, on_epoch=on_epoch,
         evaluate=None if val is None else (lambda: _val_score(model, guide, val)),
         eval_every=eval_every, patience=patience, select_after=kl_warmup,
         generators=[gen], checkpoint=checkpoint, checkpoint_every=checkpoint_every,
@@ -373,4 +383,5 @@ def fit_svi(
     info = {**data_info(train), "fingerprint": fingerprint}
     settings = {**settings, "stopped_early": res.stopped_early, "finished": res.finished,
                 "best_epoch": res.best_epoch, "epochs_run": res.epochs_run}
+    guide.sparse_grads = False  # (a fitted guide's gradients, if anyone asks, are dense)
     return VariationalFit(model, guide, history, info, settings, res.seconds)
