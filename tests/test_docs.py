@@ -108,6 +108,11 @@ SMALL: dict[str, list[tuple[str, str]]] = {
     ],
     "models/deep-mf.md": [("epochs=20", "epochs=1")],
     "models/classical.md": [],  # a few seconds as it is; its output is compared exactly
+    "../README.md": [  # the README's tour is run too, so it cannot drift from the code
+        ("num_samples=150, burn_in=50", "num_samples=100, burn_in=20"),
+        ("epochs=100, lr=0.1,", "epochs=2, lr=0.1,"),
+        ("n_restarts=3, seed=0", "n_restarts=1, epochs=20, seed=0"),
+    ],
 }
 
 _BLOCK = re.compile(r"^```(?P<lang>python|text)\n(?P<body>.*?)^```$", re.M | re.S)

@@ -70,6 +70,7 @@ from tqdm.auto import tqdm
 from ..models.bayesian_mf import BayesianMF
 from . import files
 from .fits import data_info, deprecated_kwarg
+from .loop import show_progress
 from .posterior import PosteriorFit
 
 __all__ = ["SampleFit", "fit_gibbs"]
@@ -80,6 +81,8 @@ log = logging.getLogger(__name__)
 RHAT_WARN = 1.01
 #: Gram-matrix elements per block of users/items drawn at once (memory bound)
 _BLOCK_ELEMENTS = 1 << 18
+#: largest min(n_rows, n_cols) for which implicit feedback is sampled (a dense eigh)
+IMPLICIT_MAX_DENSE = 6000
 
 
 @dataclass
@@ -303,9 +306,17 @@ def _rescale_log_target(
 ) -> torch.Tensor:
     """Log density of ``e = log c`` for the rescaling move ``U -> cU, V -> V/c`` (with the
     factor means and the prior scales): ``a = |mean_U|^2 / (2 tau^2)``, ``b`` likewise for
-    V, ``t_u``/``t_v`` the current log-scales with LogNormal(``m``, ``sqrt(v)``) priors."""
+    V, ``t_u``/``t_v`` the current log-scales with LogNormal(``m``, ``sqrt(v)``) priors.
+    With implicit feedback the arrays scaled with U (``Y_row``) and with V (``Y_col``) add
+    their log-scales: ``t_u``, ``m_u``, ``v_u`` (and the V side) may then be ``(G, n)``, one
+    column per array, summed over."""
+
+    def quad(t: torch.Tensor, m: torch.Tensor, v: torch.Tensor, sign: int) -> torch.Tensor:
+        q = (t + sign * (e if t.dim() == e.dim() else e.unsqueeze(-1)) - m) ** 2 / (2 * v)
+        return q if q.dim() == e.dim() else q.sum(-1)
+
     return (-a * torch.exp(2 * e) - b * torch.exp(-2 * e)
-            - (t_u + e - m_u) ** 2 / (2 * v_u) - (t_v - e - m_v) ** 2 / (2 * v_v))
+            - quad(t_u, m_u, v_u, 1) - quad(t_v, m_v, v_v, -1))
 
 
 def _sample_rescale(
@@ -322,8 +333,11 @@ def _sample_rescale(
     Returns ``log c`` (0 where rejected) and the acceptance indicators.
     """
 
-    k0 = (m_u - t_u) / v_u + (t_v - m_v) / v_v
-    k1 = 1 / v_u + 1 / v_v
+    def total(x: torch.Tensor) -> torch.Tensor:  # over the arrays of one side, if several
+        return x if x.dim() == a.dim() else x.sum(-1)
+
+    k0 = total((m_u - t_u) / v_u) + total((t_v - m_v) / v_v)
+    k1 = total(1 / v_u) + total(1 / v_v)
 
     def derivatives(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pa, pb = a * torch.exp(2 * e), b * torch.exp(-2 * e)
@@ -331,7 +345,7 @@ def _sample_rescale(
 
     start = k0 / k1  # the maximum of the quadratic terms
     return _t_independence_step(
-        torch.zeros_like(t_u),
+        torch.zeros_like(a),
         lambda e: _rescale_log_target(e, a, b, t_u, t_v, m_u, v_u, m_v, v_v),
         derivatives, generator, start,
     )
@@ -429,6 +443,79 @@ def _seed_of(seed: int, chain: int) -> int:
                >> np.uint64(1))
 
 
+# ------------------------------------------------------------------ implicit feedback
+@dataclass
+class _Implicit:
+    """The implicit-feedback array of one side (``Y_row`` for the users): the normalised
+    incidence ``A`` ``(n_target, n_other)`` (CSR, and its transpose) and the thin
+    eigen-decomposition ``A^T A = B diag(sv2) B^T`` (``B``: ``(n_other, r)`` orthonormal),
+    computed once per chain."""
+
+    matrix: torch.Tensor
+    transpose: torch.Tensor
+    basis: torch.Tensor
+    sv2: torch.Tensor
+
+
+def _implicit(model: BayesianMF, side: str, device: torch.device) -> _Implicit:
+    """The incidence of ``side`` (``"row"``: users x items) with its spectral basis, in
+    float64: one dense eigen-decomposition of the smaller Gram matrix (``A A^T`` or
+    ``A^T A``); directions whose eigenvalue is below ``1e-10`` of the largest are treated as
+    its null space."""
+    A = model.implicit_matrix(side).coalesce().to(torch.float64).cpu()
+    n_target, n_other = A.shape
+    if min(A.shape) > IMPLICIT_MAX_DENSE:
+        raise ValueError(
+            f"implicit feedback under Gibbs needs min(n_rows, n_cols) <= {IMPLICIT_MAX_DENSE} "
+            f"(a dense eigen-decomposition of the smaller Gram matrix); got {tuple(A.shape)}: "
+            "fit this model with fit_svi instead")
+    i, w = A.indices().numpy(), A.values().numpy()
+    import scipy.sparse as sps
+
+    a = sps.csr_matrix((w, (i[0], i[1])), shape=(n_target, n_other))
+    if n_target < n_other:  # through A A^T: B = A^T U diag(lambda)^{-1/2}
+        lam, vec = np.linalg.eigh((a @ a.T).toarray())
+        keep = lam > 1e-10 * max(float(lam.max()), 1e-300)
+        lam = lam[keep]
+        basis = np.asarray(a.T @ (vec[:, keep] / np.sqrt(lam)))
+    else:
+        lam, basis = np.linalg.eigh((a.T @ a).toarray())
+        lam = np.clip(lam, 0.0, None)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": used as documented
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = A.to_sparse_csr().to(device)
+        transpose = A.t().coalesce().to_sparse_csr().to(device)
+    return _Implicit(matrix, transpose,
+                     torch.from_numpy(np.ascontiguousarray(basis)).to(device),
+                     torch.from_numpy(lam).to(device))
+
+
+def _sample_implicit(
+    imp: _Implicit, rep: torch.Tensor, rep_mean: torch.Tensor | float, rep_prec: torch.Tensor,
+    prior_mean: torch.Tensor | float, prior_prec: torch.Tensor, generator: torch.Generator,
+) -> torch.Tensor:
+    """One exact draw of the implicit array ``Y`` ``(n_other, K)`` given the side's
+    representation ``P = U + A Y`` (held fixed, so ``U = P - A Y`` moves with ``Y``).
+
+    The likelihood depends on ``P`` only, so ``Y | P`` has density
+    ``prod_n N(p_n - (A Y)_n | m_U, diag(1 / rep_prec)) prod_j N(y_j | m_Y, diag(1 / prior_prec))``:
+    independent over factors ``k`` with precision ``alpha_k I + beta_k A^T A`` and linear term
+    ``alpha_k m_Yk 1 + beta_k A^T (P_k - m_Uk)``. In the eigenbasis ``B`` of ``A^T A`` the
+    precision is diagonal (``alpha + beta * sv2``; ``alpha`` on the complement of ``B``),
+    so the draw costs three products with ``B`` per sweep, however strongly the rows of ``Y``
+    are coupled.
+    """
+    alpha, beta = prior_prec, rep_prec  # (K,) or (1,)
+    b = beta * (imp.transpose @ (rep - rep_mean)) + alpha * prior_mean  # (n_other, K)
+    eps = torch.randn(b.shape, generator=generator, dtype=b.dtype, device=b.device)
+    free = b / alpha + eps / alpha.sqrt()  # the draw without the data directions
+    B = imp.basis
+    denom = (alpha + beta * imp.sv2.unsqueeze(-1)).expand(len(imp.sv2), b.shape[1])
+    eps_r = torch.randn(denom.shape, generator=generator, dtype=b.dtype, device=b.device)
+    coef = (B.T @ b) / denom + eps_r / denom.sqrt() - B.T @ free
+    return free + B @ coef
+
+
 # ------------------------------------------------------------------ one chain
 def _run_chain(
     model: BayesianMF, train: Any, opts: dict[str, Any], chain: int, progress: bool
@@ -448,9 +535,11 @@ def _run_chain(
     n_obs = len(x)
     del x
     specs = {s.name: s for s in model.latent_specs()}
-    arrays = ["U", "V"] + (["row_bias", "col_bias"] if bias else [])
+    implicit = bool(getattr(model, "implicit", False))
+    factors = ["U", "V"] + (["Y_row", "Y_col"] if implicit else [])
+    arrays = factors + (["row_bias", "col_bias"] if bias else [])
     scale_of = {a: str(specs[a].prior_scale) for a in arrays}
-    mean_of = {a: specs[a].prior_mean for a in ("U", "V") if isinstance(specs[a].prior_mean, str)}
+    mean_of = {a: specs[a].prior_mean for a in factors if isinstance(specs[a].prior_mean, str)}
     # every positive site (the prior scales, then the noise) as one vector of log-scales
     hyper = [scale_of[a] for a in arrays] + [model.noise_site]
     numel = [math.prod(specs[h].shape) for h in hyper]
@@ -465,16 +554,26 @@ def _run_chain(
     v = per_entry([float(specs[h].prior_scale) ** 2 for h in hyper])
     t = per_entry([math.log(specs[h].init_loc) for h in hyper[:-1]] + [0.0])
     # entries per log-scale: an ARD scale covers one column, a scalar scale the whole array
-    sizes = per_entry([
-        float(N if a in ("U", "row_bias") else M) * (1 if specs[scale_of[a]].shape else
-                                                     (K if a in ("U", "V") else 1))
-        for a in arrays] + [float(n_obs)])
+    sizes = per_entry([float(math.prod(specs[a].shape) // math.prod(specs[scale_of[a]].shape))
+                       for a in arrays] + [float(n_obs)])
 
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(shape, generator=gen, dtype=f64, device=device)
 
-    z: dict[str, torch.Tensor] = {"U": opts["init_std"] * randn(N, K),
-                                  "V": opts["init_std"] * randn(M, K)}
+    z: dict[str, torch.Tensor] = {a: opts["init_std"] * randn(*specs[a].shape)
+                                  for a in factors}
+    # implicit feedback: the incidences, and each side's implicit sum (A Y_row, A' Y_col)
+    imp = ({"U": _implicit(model, "row", device), "V": _implicit(model, "col", device)}
+           if implicit else {})
+    implicit_of = {"U": "Y_row", "V": "Y_col"}
+
+    def implicit_sum(factor: str) -> torch.Tensor | None:
+        return imp[factor].matrix @ z[implicit_of[factor]] if implicit else None
+
+    def represent(factor: str) -> torch.Tensor:
+        """A side's representation: ``U + A Y_row`` for the users, ``V + A' Y_col``."""
+        extra = implicit_sum(factor)
+        return z[factor] if extra is None else z[factor] + extra
     zeros = torch.zeros(K + 1, dtype=f64, device=device)
     for mname in mean_of.values():
         z[mname] = torch.zeros(K, dtype=f64, device=device)
@@ -495,27 +594,48 @@ def _run_chain(
         """Draw one side's ``[factor, bias]`` given the other side's factors and biases;
         with ``rss``, returns ``sum_n theta_n^T G_n theta_n - 2 theta_n^T r_n`` over its
         targets (the data part of the residual sum of squares, with its Gram matrices
-        ``G_n`` and right-hand sides ``r_n``)."""
-        feats = torch.cat([z[other], ones[factor]], 1) if bias else z[other]
+        ``G_n`` and right-hand sides ``r_n``).
+
+        With implicit feedback the draw is of the representation ``p_n = u_n + (A Y)_n``
+        (prior mean shifted by ``(A Y)_n``) against the other side's representations, and
+        then ``u_n = p_n - (A Y)_n``; the implicit array is drawn next given ``P``."""
+        other_rep = represent(other)
+        feats = torch.cat([other_rep, ones[factor]], 1) if bias else other_rep
         prec = torch.empty(D, dtype=f64, device=device)
         prec[:K] = s[sl[scale_of[factor]]] ** -2
         mean = zeros.clone()
         if factor in mean_of:
             mean[:K] = z[mean_of[factor]]
+        mean = mean[:D]
+        shift = implicit_sum(factor)
+        if shift is not None:  # one prior mean per target
+            mean = mean.expand(len(shift), D).clone()
+            mean[:, :K] += shift
         if bias:
             prec[K] = s[sl[scale_of[bias_name]]] ** -2
         theta = torch.empty(len(side.count), D, dtype=f64, device=device)
         part = torch.zeros((), dtype=f64, device=device)
         stats = _side_stats(side, feats, z.get(other_bias) if bias else None, tables[factor])
         for start, gram, rhs in stats:
-            th = _sample_side(gram, rhs, prec, noise_prec, gen, mean[:D])
+            prior_mean = mean[start : start + len(gram)] if mean.dim() == 2 else mean
+            th = _sample_side(gram, rhs, prec, noise_prec, gen, prior_mean)
             theta[start : start + len(th)] = th
             if rss:
                 quad = (gram @ th.unsqueeze(-1)).squeeze(-1).sub_(2 * rhs)
                 part += (quad * th).sum()
-        z[factor] = theta[:, :K]
         if bias:
             z[bias_name] = theta[:, K]
+        if shift is None:
+            z[factor] = theta[:, :K]
+            return part
+        # Y | P, then U = P - A Y (P, hence every prediction, unchanged)
+        rep_ = theta[:, :K]
+        y = implicit_of[factor]
+        z[y] = _sample_implicit(
+            imp[factor], rep_, z[mean_of[factor]] if factor in mean_of else 0.0,
+            s[sl[scale_of[factor]]] ** -2, z[mean_of[y]] if y in mean_of else 0.0,
+            s[sl[scale_of[y]]] ** -2, gen)
+        z[factor] = rep_ - implicit_sum(factor)
         return part
 
     S, thin, burn_in = opts["num_samples"], opts["thin"], opts["burn_in"]
@@ -559,9 +679,9 @@ def _run_chain(
             if bias and mean_of:  # the factor means against the other side's biases
                 s = torch.exp(t)
                 _translate(z, "U", mean_of["U"], "V", "col_bias", mean_prior_var["U"],
-                           s[sl[scale_of["col_bias"]]] ** 2, gen)
+                           s[sl[scale_of["col_bias"]]] ** 2, gen, represent("V"))
                 _translate(z, "V", mean_of["V"], "U", "row_bias", mean_prior_var["V"],
-                           s[sl[scale_of["row_bias"]]] ** 2, gen)
+                           s[sl[scale_of["row_bias"]]] ** 2, gen, represent("U"))
         rmse = math.sqrt(float(ss_resid) / n_obs)
         history["noise"].append(math.exp(float(t[-1])))
         history["train_rmse"].append(rmse)
@@ -585,32 +705,45 @@ def _rescale(
     v: torch.Tensor, gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The rescaling move ``U -> cU, V -> V/c`` (factor means and prior scales with them),
-    one ``c`` per scale of U (per factor with ARD); updates ``z`` in place and returns the
-    new log-scales and the acceptance indicators."""
-    su, sv = sl[scale_of["U"]], sl[scale_of["V"]]
-    t_u, t_v = t[su], t[sv]
-    a = torch.zeros_like(t_u)
-    b = torch.zeros_like(t_v)
-    if mean_of:
-        mu, mv = z[mean_of["U"]], z[mean_of["V"]]
-        a = a + (mu**2).reshape(len(t_u), -1).sum(-1) / (2 * mean_prior_var["U"])
-        b = b + (mv**2).reshape(len(t_v), -1).sum(-1) / (2 * mean_prior_var["V"])
-    e, accept = _sample_rescale(a, b, t_u, t_v, m[su], v[su], m[sv], v[sv], gen)
+    one ``c`` per scale of U (per factor with ARD); with implicit feedback ``Y_row`` moves
+    with U and ``Y_col`` with V (the users' and the items' representations are scaled as
+    wholes). Updates ``z`` in place and returns the new log-scales and the acceptance
+    indicators. Each array's prior normaliser cancels the Jacobian of its rescaling and the
+    two sides have as many factor means, so the target keeps the form of
+    :func:`_rescale_log_target`."""
+    up = [a for a in ("U", "Y_row") if a in scale_of]
+    down = [a for a in ("V", "Y_col") if a in scale_of]
+    G = len(t[sl[scale_of["U"]]])
+
+    def side(arrays: list[str]) -> tuple[torch.Tensor, ...]:
+        cols = [(t[sl[scale_of[x]]], m[sl[scale_of[x]]], v[sl[scale_of[x]]]) for x in arrays]
+        quad = torch.zeros(G, dtype=t.dtype, device=t.device)
+        for x in arrays:
+            if x in mean_of:
+                quad = quad + (z[mean_of[x]] ** 2).reshape(G, -1).sum(-1) / (
+                    2 * mean_prior_var[x])
+        if len(cols) == 1:
+            return (quad, *cols[0])
+        return (quad, *(torch.stack(c, -1) for c in zip(*cols, strict=True)))
+
+    a, t_u, m_u, v_u = side(up)
+    b, t_v, m_v, v_v = side(down)
+    e, accept = _sample_rescale(a, b, t_u, t_v, m_u, v_u, m_v, v_v, gen)
     c = torch.exp(e)  # () scale: one c for all factors; (K,) with ARD
-    z["U"] = z["U"] * c
-    z["V"] = z["V"] / c
-    if mean_of:
-        z[mean_of["U"]] = z[mean_of["U"]] * c
-        z[mean_of["V"]] = z[mean_of["V"]] / c
     t = t.clone()
-    t[su] += e
-    t[sv] -= e
+    for arrays, factor in ((up, c), (down, 1 / c)):
+        for x in arrays:
+            z[x] = z[x] * factor
+            if x in mean_of:
+                z[mean_of[x]] = z[mean_of[x]] * factor
+            t[sl[scale_of[x]]] += torch.log(factor)
     return t, accept
 
 
 def _translate(
     z: dict[str, torch.Tensor], factor: str, mean: str, other: str, other_bias: str,
     mean_var: float, bias_var: torch.Tensor, gen: torch.Generator,
+    features: torch.Tensor | None = None,
 ) -> None:
     """The translation move along the ridge between the factor means and the other side's
     biases: ``u_n -> u_n + w`` (every row), ``mean_U -> mean_U + w``,
@@ -618,8 +751,9 @@ def _translate(
     ``w`` is drawn exactly from its Gaussian conditional (Liu & Sabatti's generalised Gibbs
     step for a translation group: Jacobian 1), ``N(A^{-1} b, A^{-1})`` with
     ``A = I / tau^2 + V^T V / s_c^2`` and ``b = -mean_U / tau^2 + V^T c / s_c^2``. Updates
-    ``z`` in place."""
-    X, c = z[other], z[other_bias]
+    ``z`` in place. ``features`` is the other side's representation when it is not
+    ``z[other]`` alone (with implicit feedback: ``V + A' Y_col``)."""
+    X, c = (z[other] if features is None else features), z[other_bias]
     K = X.shape[1]
     A = X.T @ X / bias_var
     A.diagonal().add_(1 / mean_var)
@@ -640,6 +774,7 @@ def _chain_worker(
     config, global_mean, train, opts, chain, threads = payload
     torch.set_num_threads(threads)
     model = BayesianMF(**config, global_mean=global_mean)
+    model.setup(train)  # the implicit-feedback incidence, if any (the offset is given)
     return _run_chain(model, train, opts, chain, progress=False)
 
 
@@ -706,7 +841,7 @@ def fit_gibbs(
     init_std: float = 0.1,
     seed: int = 0,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     **deprecated: Any,
 ) -> SampleFit:
     """Sample the posterior of a :class:`~bayesmf.models.BayesianMF` by blocked Gibbs.
@@ -743,8 +878,9 @@ def fit_gibbs(
     device : str or torch.device, optional
         Where to sample (default: the model's device). The chains run in float64; the
         kept draws are stored in float32.
-    progress : bool
-        Show a tqdm bar with the noise scale and the training RMSE (sequential chains).
+    progress : bool, optional
+        Show a tqdm bar with the noise scale and the training RMSE (sequential chains;
+        default: only in a terminal).
 
     Returns
     -------
@@ -797,7 +933,8 @@ def fit_gibbs(
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             results = list(pool.map(_chain_worker, jobs))
     else:
-        results = [_run_chain(model, train, opts, c, progress) for c in range(num_chains)]
+        results = [_run_chain(model, train, opts, c, show_progress(progress))
+                   for c in range(num_chains)]
     seconds = time.perf_counter() - t0
     draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
     history = {k: [x for r in results for x in r[1][k]] for k in results[0][1]}
