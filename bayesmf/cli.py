@@ -52,8 +52,6 @@ def _say(msg: str = "") -> None:
 
 # --------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    import math
-
     import numpy as np
     import torch
 
@@ -110,15 +108,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     hyper = [s.name for s in model.latent_specs() if s.positive]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        idata = diagnostics.to_inference_data(fit, train, num_samples=200, include=hyper)
+        idata = diagnostics.to_inference_data(fit, train=train, num_samples=200, include=hyper)
         summary = az.summary(idata, var_names=hyper, kind="stats", round_to=3)
         loo = az.loo(idata, pointwise=True)
     _say("")
     _say(f"  ArviZ summary of the hyper-parameters (true noise std {args.noise}):")
     for line in summary.to_string().splitlines():
         _say("    " + line)
-    ll = fit.log_likelihood(test, num_samples=200)
-    lpd = float((torch.logsumexp(ll.double(), 0) - math.log(ll.shape[0])).mean())
+    lpd = diagnostics.log_predictive_density(fit, test, num_samples=200).mean
     _say(f"  held-out log predictive density: {lpd:.3f} per test rating")
     khat = np.asarray(loo.pareto_k)
     _say(f"  PSIS-LOO on the training ratings: elpd {float(loo.elpd_loo) / len(train):.3f} per "

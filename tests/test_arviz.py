@@ -10,6 +10,7 @@ import torch
 
 from bayesmf import data, diagnostics, inference, models
 from bayesmf.diagnostics.arviz import to_inference_data
+from bayesmf.diagnostics.vi import log_predictive_density
 
 az = pytest.importorskip("arviz")
 xr = pytest.importorskip("xarray")
@@ -40,20 +41,25 @@ def fitted():
             final_lr=0.02,
             progress=False,
         )
-        idata = to_inference_data(fit, test, num_samples=S, seed=0)
+        idata = to_inference_data(fit, test, num_samples=S, seed=0, train=train)
         yield fit, train, test, idata
     finally:
         torch.set_num_threads(threads)
 
 
 def test_groups_and_attrs(fitted):
-    fit, _, _, idata = fitted
+    fit, train, test, idata = fitted
     for group in ("posterior", "posterior_predictive", "log_likelihood", "observed_data"):
         assert hasattr(idata, group), group
     attrs = idata.posterior.attrs
     assert attrs["model"] == "BayesianMF"
     assert attrs["inference"] == "SVI mean-field"
     assert attrs["bayesmf_version"]
+    # which data each group holds, and that LOO over draws from q is not posterior LOO
+    assert attrs["log_likelihood_data"].startswith(f"training ratings ({len(train)})")
+    assert attrs["predictive_data"].startswith(f"held-out ratings ({len(test)})")
+    assert "not posterior LOO" in attrs["loo_note"]
+    assert attrs["likelihood"].startswith("Gaussian")
 
 
 def test_posterior_dims_and_original_ids(fitted):
@@ -73,36 +79,95 @@ def test_posterior_dims_and_original_ids(fitted):
 
 
 def test_predictive_groups_follow_the_test_entries(fitted):
-    fit, _, test, idata = fitted
+    fit, train, test, idata = fitted
     n = len(test)
-    for group in ("posterior_predictive", "log_likelihood"):
-        da = idata[group]["obs"]
+    for name in ("obs", "heldout_log_lik"):
+        da = idata.posterior_predictive[name]
         assert da.dims == ("chain", "draw", "rating")
         assert da.shape == (1, S, n)
     obs = idata.observed_data["obs"]
     np.testing.assert_array_equal(obs.values, test.values.numpy())
     rows, cols = test.rows.numpy(), test.cols.numpy()
-    for group in ("posterior_predictive", "log_likelihood", "observed_data"):
+    for group in ("posterior_predictive", "observed_data"):
         ds = idata[group]
         assert ds["user"].dims == ("rating",)
         np.testing.assert_array_equal(ds["user"].values, test.row_ids[rows])
         np.testing.assert_array_equal(ds["item"].values, test.col_ids[cols])
     # the same draws as the fit's own methods (one chunk here)
     ll = fit.log_likelihood(test, S, seed=0).double().numpy()
-    np.testing.assert_allclose(idata.log_likelihood["obs"].values[0], ll, rtol=1e-6, atol=1e-6)
+    held = idata.posterior_predictive["heldout_log_lik"].values[0]
+    np.testing.assert_allclose(held, ll, rtol=1e-6, atol=1e-6)
     pp = fit.predictive_samples(test, S, seed=0).numpy()
     np.testing.assert_allclose(idata.posterior_predictive["obs"].values[0], pp, rtol=1e-6)
+    # log_likelihood holds the TRAINING ratings, with the same draws
+    lltr = idata.log_likelihood["obs"]
+    assert lltr.shape == (1, S, len(train))
+    np.testing.assert_array_equal(lltr["user"].values, train.row_ids[train.rows.numpy()])
+    np.testing.assert_allclose(
+        lltr.values[0], fit.log_likelihood(train, S, seed=0).double().numpy(), atol=1e-5
+    )
+    # attrs carry the held-out log predictive density, log mean_s p(x_i | z_s)
+    lpd = log_predictive_density(fit, test, num_samples=S)
+    lpd_manual = (np.logaddexp.reduce(ll, axis=0) - np.log(S)).mean()
+    assert lpd.mean == pytest.approx(lpd_manual, abs=1e-9)
+    assert idata.posterior.attrs["heldout_lpd_mean"] == pytest.approx(lpd.mean, abs=1e-9)
+    assert lpd.total == pytest.approx(lpd.mean * n, rel=1e-12)
+    assert lpd.kind == "log density"
+
+
+def test_held_out_log_likelihood_is_labelled_as_held_out(fitted):
+    """Without train=, the four groups of the interface are there, but the log_likelihood of
+    held-out data is labelled as such (for the log predictive density, not for LOO); with
+    train= it holds the training ratings."""
+    fit, train, test, _ = fitted
+    idata = to_inference_data(fit, test, num_samples=20)
+    label = idata.posterior.attrs["log_likelihood_data"]
+    assert label.startswith("held-out") and "NOT leave-one-out" in label
+    np.testing.assert_array_equal(idata.log_likelihood["obs"].values,
+                                  idata.posterior_predictive["heldout_log_lik"].values)
+    with_train = to_inference_data(fit, test, num_samples=20, train=train)
+    assert with_train.log_likelihood["obs"].shape[-1] == len(train)
+    assert with_train.posterior.attrs["log_likelihood_data"].startswith("training ratings")
+
+
+def test_training_ratings_given_as_data_give_the_in_sample_groups(fitted):
+    """The fit's own training ratings (recognised by fingerprint) are not held-out data:
+    log_likelihood, posterior_predictive and observed_data are all in-sample."""
+    fit, train, _, _ = fitted
+    idata = to_inference_data(fit, train, num_samples=5)
+    assert idata.log_likelihood["obs"].shape == (1, 5, len(train))
+    assert idata.posterior_predictive["obs"].shape == (1, 5, len(train))
+    assert "heldout_log_lik" not in idata.posterior_predictive
+    assert "in-sample" in idata.posterior.attrs["predictive_data"]
+    assert "heldout_lpd_mean" not in idata.posterior.attrs
+    # a subset of the training ratings is not recognised: held-out layout
+    sub = train.subset(torch.arange(0, len(train), 2))
+    held = to_inference_data(fit, sub, num_samples=5)
+    assert held.posterior.attrs["log_likelihood_data"].startswith("held-out")
+
+
+def test_no_unknown_group_warning(fitted):
+    """Only groups of ArviZ's schema: ArviZ < 1 would warn about any other."""
+    fit, train, test, _ = fitted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        to_inference_data(fit, test, num_samples=10, train=train)
 
 
 def test_loo_waic_and_summary(fitted):
-    *_, idata = fitted
+    _, train, test, idata = fitted
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # single chain, high Pareto k on held-out points
+        warnings.simplefilter("ignore")  # single chain (draws from q)
         loo = az.loo(idata)
         waic = az.waic(idata)
         summary = az.summary(idata, var_names=["noise", "scale_U"])
     assert np.isfinite(loo.elpd_loo) and np.isfinite(waic.elpd_waic)
-    assert loo.n_data_points == len(idata.observed_data["rating"])
+    # LOO is over the training ratings, not the held-out ones
+    assert loo.n_data_points == len(train) != len(test)
+    # elpd_loo <= lppd of the training data (leaving a point out never helps it)
+    ll = idata.log_likelihood["obs"].values.reshape(S, -1)
+    lppd = float((np.logaddexp.reduce(ll, axis=0) - np.log(S)).sum())
+    assert float(loo.elpd_loo) <= lppd + 1e-6
     assert list(summary.index) == ["noise", "scale_U"]
     assert summary.loc["noise", "mean"] == pytest.approx(NOISE, abs=0.05)
 
@@ -120,10 +185,15 @@ def test_without_test_data_and_use_train(fitted):
     fit, train, _, _ = fitted
     idata = fit.to_inference_data(num_samples=10)
     assert hasattr(idata, "posterior") and not hasattr(idata, "posterior_predictive")
-    with pytest.raises(ValueError, match="training ratings"):
-        to_inference_data(fit, num_samples=10, use_train=True)
-    idata = to_inference_data(fit, num_samples=10, use_train=True, train=train)
+    idata = to_inference_data(fit, num_samples=10, train=train)
     assert idata.log_likelihood["obs"].shape == (1, 10, len(train))
+    assert not hasattr(idata, "posterior_predictive")
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="training ratings"):
+        to_inference_data(fit, num_samples=10, use_train=True)
+    with pytest.warns(DeprecationWarning, match="use_train"):
+        idata = to_inference_data(fit, num_samples=10, use_train=True, train=train)
+    assert idata.log_likelihood["obs"].shape == (1, 10, len(train))
+    assert idata.posterior_predictive["obs"].shape == (1, 10, len(train))
 
 
 def test_netcdf_round_trip(fitted, tmp_path):
@@ -139,12 +209,14 @@ def test_datatree_when_arviz_has_no_inference_data(fitted, monkeypatch):
     """ArviZ >= 1 has no InferenceData: the groups become an xarray DataTree."""
     if not hasattr(xr, "DataTree"):
         pytest.skip("xarray without DataTree")
-    fit, _, test, _ = fitted
+    fit, train, test, _ = fitted
     monkeypatch.delattr(az, "InferenceData", raising=False)
-    tree = diagnostics.to_inference_data(fit, test, num_samples=20)
+    tree = diagnostics.to_inference_data(fit, test, num_samples=20, train=train)
     assert isinstance(tree, xr.DataTree)
     assert {"posterior", "log_likelihood", "observed_data", "posterior_predictive"} <= set(
         tree.children
     )
     assert tree["posterior"]["U"].dims == ("chain", "draw", "user", "factor")
     assert tree.attrs["inference"] == "SVI mean-field"
+    assert tree["log_likelihood"]["obs"].shape == (1, 20, len(train))
+    assert "heldout_log_lik" in tree["posterior_predictive"].data_vars

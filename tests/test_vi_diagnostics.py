@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from bayesmf import data, diagnostics, inference, models
-from bayesmf.diagnostics.vi import PSISResult, log_prior, pareto_khat, psislw
+from bayesmf.diagnostics.vi import (
+    PSISResult,
+    log_predictive_density,
+    log_prior,
+    pareto_khat,
+    psislw,
+)
 from bayesmf.inference.guides import MeanFieldGuide
 
 
@@ -130,6 +136,32 @@ def test_interval_coverage_is_calibrated(calibrated):
         assert value == diagnostics.coverage(test.values, lo, hi)
     with pytest.raises(ValueError):
         diagnostics.interval_coverage(fit, test, levels=(1.2,))
+
+
+def test_interval_coverage_reports_four_levels_by_default(calibrated):
+    fit, _, test = calibrated
+    cov = diagnostics.interval_coverage(fit, test, num_samples=300)
+    assert list(cov) == [0.5, 0.8, 0.9, 0.95]
+    assert list(cov.values()) == sorted(cov.values())  # nested intervals
+    lo, hi = fit.predict_interval(test, 0.8, num_samples=300, seed=0)
+    assert cov[0.8] == diagnostics.coverage(test.values, lo, hi)
+    # continuous (non-integer) ratings cannot be mapped to an integer scale
+    with pytest.raises(ValueError, match="rating scale|integer scale"):
+        diagnostics.interval_coverage(fit, test, discretize=True)
+
+
+def test_log_predictive_density_prefers_the_fitted_posterior(calibrated, tiny):
+    """Held-out lpd: a proper average over draws, higher for a fit than for a 1-epoch q."""
+    fit, train, test = calibrated
+    res = log_predictive_density(fit, test, num_samples=100)
+    ll = fit.log_likelihood(test, 100, seed=0).double()
+    np.testing.assert_allclose(
+        res.pointwise, (torch.logsumexp(ll, 0) - np.log(100)).numpy(), atol=1e-9
+    )
+    # log mean exp >= mean log (Jensen) and lpd of a good fit beats a plug-in of a bad one
+    assert bool((res.pointwise >= ll.mean(0).numpy() - 1e-9).all())
+    R, bad, good = tiny
+    assert log_predictive_density(good, R, 50).mean > log_predictive_density(bad, R, 50).mean
 
 
 # ------------------------------------------------------------------------- plots

@@ -130,6 +130,10 @@ class PosteriorFit(Fit):
         else:
             x = self.predictive_samples(data, num_samples, seed)
         q = torch.tensor([(1 - level) / 2, (1 + level) / 2], device=x.device, dtype=x.dtype)
+        if getattr(self.model, "discrete", False):  # integer levels: integer ends
+            lo = torch.quantile(x, q[0], dim=0, interpolation="lower")
+            hi = torch.quantile(x, q[1], dim=0, interpolation="higher")
+            return lo, hi
         lo, hi = torch.quantile(x, q, dim=0)
         return lo, hi
 

@@ -140,7 +140,7 @@ def _val_score(model: FactorModel, guide: MeanFieldGuide, data: Any) -> float:
     with torch.no_grad():
         z = guide.posterior_mean()
         if isinstance(model, GaussianFactorModel):
-            pred = model.mean(z, data.rows, data.cols)
+            pred = model.expected(z, data.rows, data.cols)
             return float(((pred - data.values) ** 2).mean().sqrt())
         return float(-model.log_likelihood(z, data.rows, data.cols, data.values).mean())
 
@@ -335,7 +335,7 @@ def fit_svi(
         "seed": seed, "patience": patience, "eval_every": eval_every,
         "init_scale": init_scale, "validated": val is not None,
         # one process: rows of the local arrays stepped by a lazy Adam (O(batch) steps)
-        "local_optimizer": "sparse_adam" if world == 1 else "adam",
+        "local_optimizer": "lazy_adam" if world == 1 else "adam",
     }
     if world > 1:
         settings["world_size"] = world

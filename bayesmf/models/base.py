@@ -26,13 +26,19 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.nn import PyroModule
+from torch.distributions import constraints
+from torch.distributions.utils import broadcast_all
 
 __all__ = [
     "BernoulliFactorModel",
+    "DiscretizedNormal",
     "FactorModel",
     "GaussianFactorModel",
+    "LIKELIHOODS",
     "LatentSpec",
+    "check_likelihood",
     "prior_normal_params",
 ]
 
@@ -63,7 +69,12 @@ class LatentSpec:
         Names of the dimensions (``"user"``, ``"item"``, ``"factor"``, ...) for ArviZ.
     init_loc : float
         Positive sites: initial value of the variational median (natural scale).
-        Real arrays: standard deviation of the random initial variational means.
+        Real arrays: standard deviation of the random initial variational means. The
+        default 0.5 starts factor arrays away from the saddle at zero: from 0.1, SVI of a
+        small ``BayesianMF`` (40 x 30, rank 2, noise 0.5) can settle in a collapsed optimum
+        that explains the data by noise (noise posterior 1.14, ELBO -1.60 per rating), while
+        from 0.5 it reaches ELBO -1.21 to -1.27 and a noise posterior 0.47-0.51 on every
+        seed tried.
     init_scale : float
         Initial variational standard deviation (log scale for positive sites).
     """
@@ -75,7 +86,7 @@ class LatentSpec:
     prior_loc: float = 0.0
     prior_mean: str | float = 0.0
     dims: tuple[str, ...] = ()
-    init_loc: float = 0.1
+    init_loc: float = 0.5
     init_scale: float = 0.05
 
 
@@ -266,15 +277,282 @@ class FactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
         return d.icdf(u) if not isinstance(d, dist.Bernoulli) else (u < d.probs).to(u.dtype)
 
 
+#: observation models of :class:`GaussianFactorModel` (its ``likelihood=`` option)
+LIKELIHOODS = ("gaussian", "discretized")
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x < 0``, accurate at both ends (Maechler 2012)."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)),
+                       torch.log1p(-torch.exp(x)))
+
+
+def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``log(Phi(b) - Phi(a))`` for ``a < b``; the upper tail is used where ``a + b > 0``
+    (``Phi(b) - Phi(a) = Phi(-a) - Phi(-b)``) so that neither end loses precision."""
+    flip = (a + b) > 0
+    lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    l_hi = torch.special.log_ndtr(hi)
+    return l_hi + _log1mexp(torch.special.log_ndtr(lo) - l_hi)
+
+
+class DiscretizedNormal(TorchDistribution):
+    """A Normal rounded to the integers ``low, ..., high``, the end bins open.
+
+    ``P(X = k) = Phi((k + 1/2 - loc) / scale) - Phi((k - 1/2 - loc) / scale)`` for
+    ``low < k < high``; ``P(X = low) = Phi((low + 1/2 - loc) / scale)`` and ``P(X = high) =
+    1 - Phi((high - 1/2 - loc) / scale)``. Equivalently: ``X = clamp(round(Y), low, high)``
+    with ``Y ~ N(loc, scale^2)``, which is how it is sampled (and its :meth:`icdf`, used for
+    predictive draws with common random numbers). ``log_prob`` is the log of a probability
+    (at most 0), so it is comparable with the log-likelihood of any other model of the same
+    integer data; it is computed in float64 from differences of ``log Phi`` taken in the
+    tail where they are accurate, so that gradients stay finite for outlying ratings.
+
+    Parameters
+    ----------
+    loc, scale : Tensor or float
+        Location and scale (> 0) of the underlying Normal.
+    low, high : int
+        The first and last level (``low < high``), e.g. 1 and 5 for MovieLens stars.
+    validate_args : bool, optional
+        As for torch distributions.
+
+    Examples
+    --------
+    >>> import torch
+    >>> d = DiscretizedNormal(torch.tensor([3.0, 5.4]), torch.tensor(0.8), 1, 5)
+    >>> p = d.log_prob(torch.arange(1.0, 6.0)[:, None]).exp()   # (5 levels, 2 entries)
+    >>> torch.allclose(p.sum(0), torch.ones(2))
+    True
+    >>> bool(((d.mean >= 1) & (d.mean <= 5)).all())
+    True
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    has_rsample = False
+
+    def __init__(
+        self,
+        loc: torch.Tensor | float,
+        scale: torch.Tensor | float,
+        low: int,
+        high: int,
+        validate_args: bool | None = None,
+    ) -> None:
+        if int(low) != low or int(high) != high or not int(low) < int(high):
+            raise ValueError(f"need integer levels low < high, got {low}, {high}")
+        self.loc, self.scale = broadcast_all(loc, scale)
+        self.low, self.high = int(low), int(high)
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=0)
+    def support(self) -> constraints.Constraint:
+        return constraints.integer_interval(self.low, self.high)
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> DiscretizedNormal:
+        new = self._get_checked_instance(DiscretizedNormal, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.loc = self.loc.expand(batch_shape)
+        new.scale = self.scale.expand(batch_shape)
+        new.low, new.high = self.low, self.high
+        super(DiscretizedNormal, new).__init__(batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        loc, scale = self.loc.double(), self.scale.double()
+        value = torch.as_tensor(value, device=loc.device).double()
+        a = (value - 0.5 - loc) / scale
+        b = (value + 0.5 - loc) / scale
+        # every branch is finite, so torch.where passes finite gradients
+        lp = torch.where(
+            value <= self.low,
+            torch.special.log_ndtr(b),
+            torch.where(value >= self.high, torch.special.log_ndtr(-a), _log_ndtr_diff(a, b)),
+        )
+        return lp.to(self.loc.dtype)
+
+    def _levels(self) -> torch.Tensor:
+        return torch.arange(self.low, self.high + 1, device=self.loc.device, dtype=torch.float64)
+
+    def probs(self) -> torch.Tensor:
+        """``P(X = k)`` for ``k = low..high`` (last dimension), float64."""
+        loc, scale = self.loc.double()[..., None], self.scale.double()[..., None]
+        upper = torch.special.ndtr((self._levels()[:-1] + 0.5 - loc) / scale)
+        zero = torch.zeros_like(upper[..., :1])
+        one = torch.ones_like(zero)
+        return torch.cat([upper, one], -1) - torch.cat([zero, upper], -1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        # E[X] = low + sum_{k=low}^{high-1} P(X > k), with P(X > k) = Phi((loc - k - 1/2)/scale)
+        loc, scale = self.loc.double()[..., None], self.scale.double()[..., None]
+        z = (loc - self._levels()[:-1] - 0.5) / scale
+        return (self.low + torch.special.ndtr(z).sum(-1)).to(self.loc.dtype)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        p = self.probs()
+        k = self._levels()
+        m = (p * k).sum(-1)
+        return ((p * k**2).sum(-1) - m**2).clamp(min=0).to(self.loc.dtype)
+
+    def cdf(self, value: torch.Tensor) -> torch.Tensor:
+        value = torch.as_tensor(value, device=self.loc.device, dtype=self.loc.dtype)
+        c = torch.special.ndtr((torch.floor(value) + 0.5 - self.loc) / self.scale)
+        return torch.where(value < self.low, torch.zeros_like(c),
+                           torch.where(value >= self.high, torch.ones_like(c), c))
+
+    def icdf(self, value: torch.Tensor) -> torch.Tensor:
+        """``clamp(round(Phi^{-1}(u) * scale + loc), low, high)``: a draw for uniform ``u``."""
+        u = torch.as_tensor(value, device=self.loc.device)
+        y = self.loc + self.scale * torch.special.ndtri(u)
+        return torch.round(y).clamp(self.low, self.high)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
+        with torch.no_grad():
+            y = torch.normal(self.loc.expand(shape), self.scale.expand(shape))
+            return torch.round(y).clamp(self.low, self.high)
+
+    def enumerate_support(self, expand: bool = True) -> torch.Tensor:
+        values = torch.arange(self.low, self.high + 1, device=self.loc.device, dtype=self.loc.dtype)
+        values = values.reshape((-1,) + (1,) * len(self.batch_shape))
+        return values.expand((-1,) + self.batch_shape) if expand else values
+
+
+def check_likelihood(
+    likelihood: str, levels: tuple[int, int] | list[int] | None
+) -> tuple[str, tuple[int, int] | None]:
+    """Validate a ``likelihood=`` / ``levels=`` pair of :class:`GaussianFactorModel`.
+
+    Parameters
+    ----------
+    likelihood : {"gaussian", "discretized"}
+        The observation model.
+    levels : (int, int), optional
+        First and last rating level of a discretized likelihood (``None``: set from the
+        training data by :meth:`GaussianFactorModel.setup`).
+
+    Returns
+    -------
+    (str, (int, int) or None)
+        The likelihood name (``"discretised"`` is accepted for ``"discretized"``) and levels.
+    """
+    kind = str(likelihood).lower().replace("discretised", "discretized")
+    if kind not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    if levels is None:
+        return kind, None
+    low, high = (float(v) for v in levels)
+    if not (low.is_integer() and high.is_integer() and low < high):
+        raise ValueError(f"levels must be two integers low < high, got {levels}")
+    if kind == "gaussian":
+        raise ValueError("levels= is for likelihood='discretized'")
+    return kind, (int(low), int(high))
+
+
 class GaussianFactorModel(FactorModel):
-    """Gaussian likelihood ``x ~ N(mean, noise^2)`` with a latent noise scale ``noise``."""
+    """Gaussian observations ``x ~ N(mean, noise^2)`` (with a latent noise scale ``noise``),
+    or the same Normal discretized to an integer rating scale.
+
+    Parameters
+    ----------
+    n_rows, n_cols : int
+        Matrix shape.
+    global_mean : float, optional
+        Offset of the mean (by default the mean training rating, set by :meth:`setup`).
+    likelihood : {"gaussian", "discretized"}
+        ``"gaussian"`` (default): ``x ~ N(mean, noise^2)`` on the real line.
+        ``"discretized"``: ratings are integers ``low..high`` and ``P(x = k)`` is the mass of
+        ``N(mean, noise^2)`` on ``[k - 1/2, k + 1/2]``, the end bins open
+        (:class:`DiscretizedNormal`; a probit-style ordinal model with fixed, evenly
+        spaced cut points). Then the posterior predictive lives on the scale: ``predict``
+        gives its mean (always inside ``[low, high]``), predictive draws are integers, and
+        log-likelihoods are log probabilities, comparable with any discrete model.
+        Fitted by SVI (``fit_svi``), Pyro ``Predictive`` and ``MCMC``; the conjugate Gibbs
+        sampler samples the Gaussian likelihood only.
+    levels : (int, int), optional
+        First and last level of the discretized scale (default: set by :meth:`setup` from
+        the training data's ``scale``, or from the smallest and largest rating).
+
+    Notes
+    -----
+    **How the Gaussian predictive maps to the rating scale.** With ``likelihood="gaussian"``
+    the predictive of an integer rating is a continuous Normal mixture: on MovieLens-100K
+    4.1-4.2% of its mass lies outside ``[0.5, 5.5]`` (SVI and Gibbs fits of
+    :class:`~bayesmf.models.BayesianMF`). ``predict(data, clamp=True)`` clamps
+    the predictive mean to ``data.scale``; intervals are quantiles of continuous draws and
+    may reach beyond the scale (clamping them to the scale does not change their coverage of
+    ratings on the scale); and ``log p(x)`` is a *density* at the integer, not a probability,
+    so it cannot be compared with a discrete model's log-likelihood. Rounding each Gaussian
+    draw to the nearest level and clamping it to the scale gives the discretized predictive
+    of the *same* posterior: ``diagnostics.log_predictive_density(fit, test,
+    discretize=True)`` and ``diagnostics.interval_coverage(fit, test, discretize=True)``
+    evaluate it. On MovieLens-100K (``random_split`` seed 0, rank 10) the held-out log
+    probability per rating is -1.240 for the Gaussian SVI fit mapped to the scale, -1.227 for
+    the Gaussian Gibbs fit mapped, and -1.226 for ``likelihood="discretized"`` fitted by SVI
+    (whose predictive mean also has the lower RMSE: 0.882 against 0.887 and 0.883).
+    """
 
     #: site of the observation noise scale (a positive latent)
     noise_site = "noise"
 
+    def __init__(
+        self,
+        n_rows: int,
+        n_cols: int,
+        global_mean: float | None = None,
+        likelihood: str = "gaussian",
+        levels: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(n_rows, n_cols, global_mean)
+        self.likelihood_kind, self.levels = check_likelihood(likelihood, levels)
+
+    @property
+    def discrete(self) -> bool:
+        """Whether observations are integer levels (the discretized likelihood)."""
+        return getattr(self, "likelihood_kind", "gaussian") == "discretized"
+
+    def likelihood_config(self) -> dict[str, Any]:
+        """The ``likelihood`` and ``levels`` constructor arguments, for :meth:`config`."""
+        levels = None if self.levels is None else list(self.levels)
+        return {"likelihood": self.likelihood_kind, "levels": levels}
+
+    def setup(self, train: Any) -> None:
+        """As :meth:`FactorModel.setup`; a discretized model also checks that the ratings
+        are integers on its levels (setting the levels from the data when not given)."""
+        super().setup(train)
+        if not self.discrete:
+            return
+        values = train.values
+        bad = torch.nonzero(values != torch.round(values)).flatten()
+        if len(bad):
+            raise ValueError(
+                f"likelihood='discretized' needs integer ratings; {len(bad)} are not "
+                f"(first at positions {bad[:5].tolist()}: {values[bad[:5]].tolist()})"
+            )
+        if self.levels is None:
+            scale = getattr(train, "scale", None)
+            lo, hi = scale if scale is not None else (values.min(), values.max())
+            self.levels = check_likelihood("discretized", (round(float(lo)), round(float(hi))))[1]
+        low, high = self.levels
+        out = torch.nonzero((values < low) | (values > high)).flatten()
+        if len(out):
+            raise ValueError(f"{len(out)} ratings lie outside the levels {self.levels} "
+                             f"(first at positions {out[:5].tolist()})")
+
     def likelihood(self, mu: torch.Tensor, z: dict[str, torch.Tensor]) -> dist.Distribution:
         noise = z[self.noise_site]
-        return dist.Normal(mu, noise.reshape(noise.shape + (1,) * (mu.dim() - noise.dim())))
+        noise = noise.reshape(noise.shape + (1,) * (mu.dim() - noise.dim()))
+        if not self.discrete:
+            return dist.Normal(mu, noise)
+        if self.levels is None:
+            raise ValueError("the discretized likelihood needs its levels: pass levels=(low, "
+                             "high) or call setup(train) (the fitters do)")
+        return DiscretizedNormal(mu, noise, *self.levels)
 
 
 class BernoulliFactorModel(FactorModel):
