@@ -3,7 +3,8 @@
 Metrics (:mod:`~bayesmf.diagnostics.metrics`), the ArviZ conversion of a fit
 (:func:`to_inference_data`), diagnostics of a variational fit (:func:`pareto_khat`,
 :func:`interval_coverage`) and plots (:func:`plot_elbo`, :func:`plot_ppc`,
-:func:`plot_block_structure`). Each is imported from its module on first use, so ArviZ,
+:func:`plot_block_structure`), and simulation-based calibration (:mod:`.calibration`:
+:func:`run_sbc`, rank statistics and their uniformity tests). Each is imported from its module on first use, so ArviZ,
 xarray, SciPy and matplotlib load only when a function that needs them is called.
 """
 
@@ -28,6 +29,14 @@ _WHERE = {
     "plot_elbo": "plots",
     "plot_ppc": "plots",
     "plot_block_structure": "blocks",
+    "run_sbc": "calibration",
+    "sbc_ranks": "calibration",
+    "chi2_uniformity": "calibration",
+    "ks_uniformity": "calibration",
+    "rank_coverage": "calibration",
+    "prior_draw": "calibration",
+    "plot_rank_histograms": "calibration",
+    "SBCResult": "calibration",
 }
 
 __all__ = sorted(_WHERE)
