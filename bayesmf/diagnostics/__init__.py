@@ -4,8 +4,9 @@ Metrics (:mod:`~bayesmf.diagnostics.metrics`), the ArviZ conversion of a fit
 (:func:`to_inference_data`), diagnostics of a variational fit (:func:`pareto_khat`,
 :func:`interval_coverage`) and plots (:func:`plot_elbo`, :func:`plot_ppc`,
 :func:`plot_block_structure`), and simulation-based calibration (:mod:`.calibration`:
-:func:`run_sbc`, rank statistics and their uniformity tests). Each is imported from its module on first use, so ArviZ,
-xarray, SciPy and matplotlib load only when a function that needs them is called.
+:func:`run_sbc`, rank statistics and their uniformity tests). Each is imported from its module
+on first use, so ArviZ, xarray, SciPy and matplotlib load only when a function that needs them
+is called.
 """
 
 from __future__ import annotations
