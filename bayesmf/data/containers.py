@@ -512,6 +512,17 @@ class Pairs:
         return (0.0, 1.0)
 
     @property
+    def row_ids(self) -> np.ndarray:
+        """Node indices ``0..n_nodes-1`` (the rows of the matrix)."""
+        return np.arange(self.n_nodes)
+
+    col_ids = row_ids
+
+    @property
+    def name(self) -> str:
+        return "pairs"
+
+    @property
     def device(self) -> torch.device:
         return self.i.device
 

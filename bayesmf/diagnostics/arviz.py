@@ -66,7 +66,7 @@ __all__ = ["to_inference_data", "combine_groups"]
 log = logging.getLogger(__name__)
 
 #: dimension names whose coordinates are the original row / column ids
-ROW_DIMS = ("user", "row")
+ROW_DIMS = ("user", "row", "node")
 COL_DIMS = ("item", "col")
 
 

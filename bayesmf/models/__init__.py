@@ -11,16 +11,22 @@ predict=False)`` is a Pyro model that can be handed to ``pyro.infer.SVI``, ``Pre
 * :class:`DeepMF`, :class:`DiscreteDeepMF`: deep two-branch MF and its discrete variant.
 """
 
-from .base import GaussianFactorModel, LatentSpec
+from .autorec import AutoRec
+from .base import BernoulliFactorModel, FactorModel, GaussianFactorModel, LatentSpec
 from .bayesian_mf import BayesianMF
 from .deep_mf import DeepMF, DiscreteDeepMF
 from .exchangeable import ExchangeableEncoder, ExchangeableLayer, ExchangeableMatrixNet
+from .latent_network import LatentFeatureNetwork
 from .meta_prior import FixedPriorMF, MetaPosterior, MetaPriorMF
 from .nnmf import BayesianNNMF
 from .quantizer import SmoothQuantizer
 from .sbm import DPStochasticBlockModel
 
 __all__ = [
+    "BernoulliFactorModel",
+    "FactorModel",
+    "LatentFeatureNetwork",
+    "AutoRec",
     "BayesianMF",
     "BayesianNNMF",
     "DPStochasticBlockModel",

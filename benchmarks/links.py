@@ -1,0 +1,752 @@
+"""Link prediction on one network: bayesmf's models against the graph peers, on identical splits.
+
+Protocol
+--------
+* ``--splits`` (default 5) held-out sets of 10% of the pairs ``i < j``
+  (:func:`bayesmf.data.holdout_pairs` with seeds ``0..splits-1``); every model sees the same
+  training network and is scored on the same held-out pairs.
+* Metrics per split: AUC (:func:`bayesmf.diagnostics.auc`, ties count one half), average
+  precision (AP, as scikit-learn's ``average_precision_score``), log predictive density
+  per held-out pair (``lpd``: mean of ``log p(y | train)``; only for models whose outputs
+  are probabilities, probabilities clipped to ``[1e-9, 1 - 1e-9]``; heuristics' scores and
+  the spectral embedding's dot products are not probabilities: n/a; graspologic's DCSBM
+  "probabilities" can exceed 1 and are clipped for lpd only) and the fit time (wall
+  and CPU). Reported as mean ± std over the splits, plus the paired comparison: on how many
+  splits each bayesmf model's AUC beats each peer's.
+* The latent-feature model's rank, learning rate and number of epochs are tuned once, on
+  the validation AUC of a nested carve of 10% of split 0's training pairs
+  (``holdout_pairs(train, 0.1, seed=100, nested=True)``), never on a test set.
+* Posterior checks (split 0, latent-feature model): degree distribution and clustering
+  coefficient of replicated training networks against the observed one
+  (``links_ppc_<dataset>.png``) and a reliability diagram of the held-out link
+  probabilities of every probabilistic model, pooled over the splits
+  (``links_reliability_<dataset>.png``).
+
+Models
+------
+bayesmf:
+  * ``LFN``: :class:`bayesmf.models.LatentFeatureNetwork` (eigenmodel + latent distance,
+    node biases, ARD), mean-field SVI (:func:`fit_network`); prediction = posterior mean of
+    the link probability (Monte Carlo over ``q``), never clamped.
+  * ``DP-SBM (T=30)``: :class:`bayesmf.models.DPStochasticBlockModel` fitted by
+    :func:`bayesmf.inference.fit_sbm` (300 epochs, 3 restarts, as in ``table2_nips234.py``).
+peers (benchmark extras, skipped with a message when not importable):
+  * networkx: Adamic–Adar, common neighbours, Jaccard, preferential attachment, computed on
+    the training network;
+  * graspologic: ``SBMEstimator`` and ``DCSBMEstimator`` (blocks by Gaussian mixture on the
+    spectral embedding, BIC over 1–10 blocks; their ``p_mat_`` are the probabilities) and
+    ``AdjacencySpectralEmbed`` (dimension by the profile-likelihood elbow; score
+    ``X_i . X_j``).
+Held-out pairs are zeros in the matrices given to graspologic (it has no notion of missing
+entries) and absent edges for networkx.
+
+Usage::
+
+    python benchmarks/links.py                          # NIPS234 -> benchmarks/results/links.*
+    python benchmarks/links.py --adjacency net.csv --out /tmp/res
+    python benchmarks/links.py --quick                  # 2 splits, short fits, no tuning
+
+Run it with the interpreter of ``.bench-venv`` (which holds networkx and graspologic) to
+include every peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    REPO,
+    _jsonable,
+    default_data_dir,
+    format_table,
+    machine_info,
+    mean_std,
+)
+
+from bayesmf import data, inference, models  # noqa: E402
+from bayesmf.data import Network, Pairs, holdout_pairs  # noqa: E402
+from bayesmf.diagnostics.metrics import auc  # noqa: E402
+from bayesmf.diagnostics.network_checks import (  # noqa: E402
+    network_ppc,
+    plot_network_ppc,
+    plot_reliability,
+    reliability,
+)
+from bayesmf.inference.guides import MeanFieldGuide  # noqa: E402
+from bayesmf.models.latent_network import LatentFeatureNetwork  # noqa: E402
+
+log = logging.getLogger("benchmarks.links")
+
+#: Fit full-batch SVI with ``inference.fit_svi`` (which takes any factor model on ``Pairs``);
+#: False runs this script's loop (same guide, same objective) instead. Stratified minibatches
+#: of links and sampled non-links (``--links-per-batch``) always use this script's loop.
+USE_FIT_SVI = True
+
+VAL_SEED = 100
+LPD_EPS = 1e-9
+LFN_GRID = [
+    {"rank": k, "lr": lr, "epochs": e}
+    for k in (12, 24)
+    for lr in (0.03, 0.08)
+    for e in (1500, 3000)
+]
+LFN_DEFAULT = {"rank": 16, "lr": 0.05, "epochs": 2000}
+SBM_SETTINGS = {"truncation": 30, "epochs": 300, "restarts": 3}
+NUM_SAMPLES = 200
+
+#: Published held-out AUCs on NIPS234. Looked up with the search tool (corpus "pages"):
+#: the papers were found (Lloyd et al. 2012, NIPS 25, pp. 998-1006,
+#: https://papers.nips.cc/paper/2012/file/df6c9756b2334cc5008c115486124bfe-Metadata.json;
+#: Miller, Griffiths & Jordan 2009, summarised at https://wiki.math.uwaterloo.ca/statwiki/
+#: index.php?title=nonparametric_Latent_Feature_Models_for_Link_Prediction), but the stored
+#: excerpts stop before their results tables, so no number is given here rather than one
+#: recalled from memory.
+REFERENCES = {
+    "LFRM (Miller et al. 2009)": {
+        "auc": None,
+        "source": "NIPS 2009, 'Nonparametric latent feature models for link prediction'",
+        "note": "results table not in the stored excerpts; number not verified",
+    },
+    "Random function model (Lloyd et al. 2012)": {
+        "auc": None,
+        "source": "NIPS 2012, pp. 998-1006, papers.nips.cc (df6c9756b2334cc5008c115486124bfe)",
+        "note": "results table not in the stored excerpts; number not verified",
+    },
+}
+
+
+# --------------------------------------------------------------------------- metrics
+def average_precision(labels: Any, scores: Any) -> float:
+    """Average precision (area under the step precision-recall curve), tie-aware like
+    scikit-learn's ``average_precision_score``.
+
+    Examples
+    --------
+    >>> average_precision([0, 1, 1, 0], [0.1, 0.9, 0.8, 0.2])
+    1.0
+    >>> round(average_precision([1, 0, 1], [0.9, 0.8, 0.1]), 4)
+    0.8333
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]  # last index of each distinct score
+    tps = np.cumsum(y)[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def log_predictive_density(labels: Any, probs: Any) -> float:
+    """Mean ``log p(y)`` per pair for Bernoulli predictive probabilities (clipped)."""
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.clip(np.asarray(probs, dtype=np.float64), LPD_EPS, 1 - LPD_EPS)
+    return float(np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+# --------------------------------------------------------------------------- fitting
+class _ObservationWeights(Messenger):
+    """Multiply the log-likelihood of each observation (site ``obs``) by a per-pair weight."""
+
+    def __init__(self, weights: torch.Tensor) -> None:
+        super().__init__()
+        self.weights = weights
+
+    def _process_message(self, msg: dict[str, Any]) -> None:
+        if msg["name"] == "obs":
+            msg["scale"] = self.weights * msg["scale"]
+
+
+def stratified_batch(
+    pairs: Pairs,
+    links: torch.Tensor,
+    non_links: torch.Tensor,
+    n_links: int,
+    neg_ratio: float,
+    generator: torch.Generator,
+) -> tuple[Pairs, torch.Tensor]:
+    """A minibatch of ``n_links`` links and ``neg_ratio`` times as many non-links, drawn
+    uniformly without replacement within each stratum, with the weights (stratum size /
+    sample size) that make the weighted log-likelihood an unbiased estimate of the full one.
+    """
+    n_l = min(n_links, links.numel())
+    n_n = min(max(1, int(round(neg_ratio * n_l))), non_links.numel())
+    pick_l = links[torch.randperm(links.numel(), generator=generator)[:n_l]]
+    pick_n = non_links[torch.randperm(non_links.numel(), generator=generator)[:n_n]]
+    weights = torch.cat(
+        [torch.full((n_l,), links.numel() / n_l), torch.full((n_n,), non_links.numel() / n_n)]
+    )
+    return pairs.subset(torch.cat([pick_l, pick_n])), weights
+
+
+@dataclass
+class NetworkFit:
+    """A fitted network model: posterior draws and predictive link probabilities."""
+
+    model: LatentFeatureNetwork
+    draw: Callable[[int, int], dict[str, torch.Tensor]]
+    elbo: list[float]
+
+    @torch.no_grad()
+    def prob_draws(self, pairs: Pairs, num_samples: int = NUM_SAMPLES, seed: int = 0):
+        """Link probabilities of ``pairs`` under ``num_samples`` posterior draws, ``(S, n)``."""
+        return self.model.expected(self.draw(num_samples, seed), pairs.rows, pairs.cols)
+
+    def predict(self, pairs: Pairs, num_samples: int = NUM_SAMPLES) -> torch.Tensor:
+        """Posterior mean of the link probability of each pair (never clamped)."""
+        return self.prob_draws(pairs, num_samples).mean(0)
+
+
+def _fit_local(
+    model: LatentFeatureNetwork,
+    pairs: Pairs,
+    *,
+    epochs: int,
+    lr: float,
+    final_lr: float,
+    kl_warmup: int,
+    seed: int,
+    links_per_batch: int | None,
+    neg_ratio: float,
+) -> NetworkFit:
+    """Mean-field SVI with :class:`MeanFieldGuide`: full batch, or stratified minibatches of
+    links and sampled non-links (one epoch = one pass over the links)."""
+    model.setup(pairs)
+    pyro.set_rng_seed(seed)
+    guide = MeanFieldGuide(model, seed=seed)
+    links = torch.nonzero(pairs.labels > 0).flatten()
+    non_links = torch.nonzero(pairs.labels == 0).flatten()
+    steps_per_epoch = 1 if links_per_batch is None else math.ceil(links.numel() / links_per_batch)
+    steps = epochs * steps_per_epoch
+    warm = kl_warmup * steps_per_epoch
+    opt = torch.optim.Adam(guide.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=(final_lr / lr) ** (1 / steps))
+    elbo = TraceMeanField_ELBO(max_plate_nesting=1)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    for step in range(steps):
+        beta = 1.0 if step + 1 >= warm else (step + 1) / warm
+        g = guide if beta == 1.0 else pyro.poutine.scale(guide, scale=beta)
+        if links_per_batch is None:
+            loss = elbo.differentiable_loss(model.model, g, pairs)
+        else:
+            batch, w = stratified_batch(pairs, links, non_links, links_per_batch, neg_ratio, gen)
+            with _ObservationWeights(w):
+                loss = elbo.differentiable_loss(model.model, g, batch)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(guide.parameters(), 100.0)
+        opt.step()
+        sched.step()
+        if (step + 1) % steps_per_epoch == 0:
+            history.append(-loss.item() / len(pairs))
+
+    def draw(num_samples: int, seed: int) -> dict[str, torch.Tensor]:
+        return guide.sample_latents(num_samples, torch.Generator().manual_seed(seed))
+
+    return NetworkFit(model, draw, history)
+
+
+def fit_network(
+    model: LatentFeatureNetwork,
+    pairs: Pairs,
+    *,
+    epochs: int,
+    lr: float,
+    final_lr: float | None = None,
+    kl_warmup: int | None = None,
+    seed: int = 0,
+    links_per_batch: int | None = None,
+    neg_ratio: float = 5.0,
+) -> NetworkFit:
+    """Fit a network model by SVI: full batch with ``inference.fit_svi`` (:data:`USE_FIT_SVI`),
+    stratified minibatches (``links_per_batch``) or full batch with this script's loop.
+
+    ``final_lr`` defaults to ``lr / 10`` and ``kl_warmup`` to a third of the epochs.
+    """
+    final_lr = lr / 10 if final_lr is None else final_lr
+    kl_warmup = epochs // 3 if kl_warmup is None else kl_warmup
+    if USE_FIT_SVI and links_per_batch is None:
+        fit = inference.fit_svi(
+            model, pairs, epochs=epochs, batch_size=None, lr=lr, final_lr=final_lr,
+            kl_warmup=kl_warmup, seed=seed, progress=False,
+        )
+        return NetworkFit(model, lambda s, seed: fit.sample(s, seed=seed), fit.elbo_history)
+    return _fit_local(
+        model, pairs, epochs=epochs, lr=lr, final_lr=final_lr, kl_warmup=kl_warmup,
+        seed=seed, links_per_batch=links_per_batch, neg_ratio=neg_ratio,
+    )
+
+
+# --------------------------------------------------------------------------- models
+@dataclass
+class Fitted:
+    """A fitted model of the benchmark: ``score(pairs)`` and whether scores are probabilities."""
+
+    score: Callable[[Pairs], np.ndarray]
+    probabilistic: bool
+    info: dict[str, Any]
+
+
+def _lfn(train: Network, rank: int, lr: float, epochs: int, **kw: Any) -> Fitted:
+    model = LatentFeatureNetwork(train.n_nodes, rank=rank)
+    fit = fit_network(model, train.observed_pairs(), epochs=epochs, lr=lr, **kw)
+    _lfn.last = fit  # type: ignore[attr-defined]
+    return Fitted(lambda p: fit.predict(p).double().numpy(), True, {})
+
+
+def _dpsbm(train: Network, truncation: int, epochs: int, restarts: int, **_: Any) -> Fitted:
+    model = models.DPStochasticBlockModel(train.n_nodes, truncation=truncation)
+    fit = inference.fit_sbm(model, train, epochs=epochs, n_restarts=restarts, seed=0,
+                            progress=False)
+    return Fitted(
+        lambda p: fit.predict(p, num_samples=100).double().numpy(),
+        True,
+        {"effective_clusters": float(fit.effective_clusters())},
+    )
+
+
+def _graph(train: Network):
+    import networkx as nx
+
+    G = nx.Graph()
+    G.add_nodes_from(range(train.n_nodes))
+    G.add_edges_from(train.edges.tolist())
+    return G
+
+
+def _nx_index(name: str) -> Callable[[Network], Fitted]:
+    def fit(train: Network, **_: Any) -> Fitted:
+        import networkx as nx
+
+        G = _graph(train)
+        if name == "common_neighbours":
+            A = train.adjacency.double().numpy()
+            A2 = A @ A
+            return Fitted(lambda p: A2[p.i.numpy(), p.j.numpy()], False, {})
+        func = {
+            "adamic_adar": nx.adamic_adar_index,
+            "jaccard": nx.jaccard_coefficient,
+            "preferential_attachment": nx.preferential_attachment,
+        }[name]
+
+        def score(p: Pairs) -> np.ndarray:
+            ebunch = list(zip(p.i.tolist(), p.j.tolist(), strict=True))
+            return np.array([s for _, _, s in func(G, ebunch)], dtype=np.float64)
+
+        return Fitted(score, False, {})
+
+    return fit
+
+
+def _graspologic(kind: str) -> Callable[[Network], Fitted]:
+    def fit(train: Network, **_: Any) -> Fitted:
+        from graspologic.embed import AdjacencySpectralEmbed
+        from graspologic.models import DCSBMEstimator, SBMEstimator
+
+        A = train.adjacency.double().numpy()
+        if kind == "ase":
+            X = AdjacencySpectralEmbed().fit_transform(A)
+            X = X[0] if isinstance(X, tuple) else X
+            return Fitted(
+                lambda p: np.einsum("nk,nk->n", X[p.i.numpy()], X[p.j.numpy()]),
+                False,
+                {"dimension": int(X.shape[1])},
+            )
+        est = {"sbm": SBMEstimator, "dcsbm": DCSBMEstimator}[kind](directed=False, loops=False)
+        est.fit(A)
+        P = np.asarray(est.p_mat_)
+        blocks = int(getattr(est, "n_communities_", len(np.unique(est.vertex_assignments_))))
+        return Fitted(lambda p: P[p.i.numpy(), p.j.numpy()], True, {"blocks": blocks})
+
+    return fit
+
+
+#: key -> (row label, fitter, requirement module or None, is a bayesmf model)
+MODELS: dict[str, tuple[str, Callable[..., Fitted], str | None, bool]] = {
+    "lfn": ("bayesmf LatentFeatureNetwork", _lfn, None, True),
+    "sbm": ("bayesmf DP-SBM (T=30)", _dpsbm, None, True),
+    "adamic_adar": ("Adamic-Adar (networkx)", _nx_index("adamic_adar"), "networkx", False),
+    "common_neighbours": (
+        "common neighbours (networkx)", _nx_index("common_neighbours"), "networkx", False
+    ),
+    "jaccard": ("Jaccard (networkx)", _nx_index("jaccard"), "networkx", False),
+    "preferential_attachment": (
+        "preferential attachment (networkx)",
+        _nx_index("preferential_attachment"),
+        "networkx",
+        False,
+    ),
+    "grasp_sbm": ("graspologic SBM", _graspologic("sbm"), "graspologic", False),
+    "grasp_dcsbm": ("graspologic DCSBM", _graspologic("dcsbm"), "graspologic", False),
+    "ase": ("graspologic ASE (X_i . X_j)", _graspologic("ase"), "graspologic", False),
+}
+
+
+def available(key: str) -> bool:
+    """Whether the model's package is importable (peers are benchmark extras)."""
+    import importlib.util
+
+    req = MODELS[key][2]
+    return req is None or importlib.util.find_spec(req) is not None
+
+
+# --------------------------------------------------------------------------- data
+def load_network(path: str | None, data_dir: str | None) -> tuple[str, Network]:
+    """The network of ``--adjacency`` (a dense 0/1 matrix file) or NIPS234."""
+    if path is None:
+        return "NIPS234", data.load_nips234(root=data_dir, download=False)
+    name = Path(path).stem
+    if "load_adjacency" in data.__all__:
+        return name, data.load_adjacency(path)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npy":
+        A = np.load(path)
+    else:
+        first = Path(path).open().readline()
+        delim = "," if "," in first else ("\t" if "\t" in first else None)
+        A = np.loadtxt(path, delimiter=delim)
+    return name, Network.from_adjacency(A, name=name)
+
+
+# --------------------------------------------------------------------------- running
+def evaluate(fitted: Fitted, test: Pairs) -> tuple[dict[str, float], np.ndarray]:
+    s = fitted.score(test)
+    y = test.labels.numpy()
+    out = {"auc": auc(y, s), "ap": average_precision(y, s)}
+    if fitted.probabilistic:
+        out["lpd"] = log_predictive_density(y, s)
+    return out, s
+
+
+def tune_lfn(
+    net: Network, grid: list[dict[str, Any]], extra: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Choose the latent-feature model's settings on a nested validation carve of split 0."""
+    train0, _ = holdout_pairs(net, 0.1, seed=0)
+    tune_train, val = holdout_pairs(train0, 0.1, seed=VAL_SEED, nested=True)
+    table = []
+    for params in grid:
+        t0 = time.perf_counter()
+        scores, _ = evaluate(_lfn(tune_train, **params, **extra), val)
+        row = {**params, **{f"val_{k}": round(v, 4) for k, v in scores.items()}}
+        row["fit_s"] = round(time.perf_counter() - t0, 1)
+        table.append(row)
+        log.warning("tune LFN %s: val AUC %.4f lpd %.4f", params, scores["auc"], scores["lpd"])
+    best = max(table, key=lambda r: (r["val_auc"], r["val_lpd"]))
+    return {k: best[k] for k in grid[0]}, table
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    dataset, net = load_network(args.adjacency, args.data_dir)
+    log.warning("%s: %s", dataset, net)
+    chosen = [m for m in args.models.split(",") if m]
+    skipped = {m: MODELS[m][2] for m in chosen if not available(m)}
+    for m, req in skipped.items():
+        log.warning("skipping %s: %s is not installed (a benchmark extra)", m, req)
+    chosen = [m for m in chosen if m not in skipped]
+    extra = {"links_per_batch": args.links_per_batch}
+    lfn_params, tuning = dict(LFN_DEFAULT), []
+    t_tune = time.perf_counter()
+    given = {k: getattr(args, k) for k in ("rank", "lr", "epochs") if getattr(args, k)}
+    if given:
+        lfn_params.update(given)
+    elif "lfn" in chosen and not args.quick and not args.no_tune:
+        lfn_params, tuning = tune_lfn(net, LFN_GRID, extra)
+    if args.quick:
+        lfn_params["epochs"] = 600
+    t_tune = time.perf_counter() - t_tune
+    log.warning("LFN settings: %s", lfn_params)
+    sbm = dict(SBM_SETTINGS, **({"epochs": 80, "restarts": 1} if args.quick else {}))
+    params = {"lfn": {**lfn_params, **extra}, "sbm": sbm}
+
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in chosen}
+    info: dict[str, list[dict[str, Any]]] = {m: [] for m in chosen}
+    pooled: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    ppc = None
+    for seed in range(args.splits):
+        train, test = holdout_pairs(net, 0.1, seed=seed)
+        for m in chosen:
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                fitted = MODELS[m][1](train, **params.get(m, {}))
+            except Exception as err:  # a peer's failure is recorded, not fatal
+                if MODELS[m][3]:
+                    raise
+                log.warning("split %d %s failed: %r", seed, MODELS[m][0], err)
+                runs[m].append(None)
+                info[m].append({"failed": repr(err)})
+                continue
+            fit_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+            scores, s = evaluate(fitted, test)
+            runs[m].append({**scores, "fit_s": fit_s, "cpu_s": cpu_s})
+            info[m].append(fitted.info)
+            if fitted.probabilistic:
+                ys, ps = pooled.setdefault(m, ([], []))
+                ys.append(test.labels.numpy())
+                ps.append(s)
+            log.warning(
+                "split %d %-36s AUC %.4f AP %.4f lpd %s fit %.1f s", seed, MODELS[m][0],
+                scores["auc"], scores["ap"], f"{scores['lpd']:.4f}" if "lpd" in scores else "n/a",
+                fit_s,
+            )
+            if m == "lfn" and seed == 0:
+                ppc = _ppc(_lfn.last, train)  # type: ignore[attr-defined]
+    return _collect(args, dataset, net, chosen, skipped, runs, info, pooled, ppc, params,
+                    tuning, t_tune)
+
+
+def _ppc(fit: NetworkFit, train: Network):
+    pairs = train.observed_pairs()
+    draws = fit.prob_draws(pairs, num_samples=200, seed=1).double().numpy()
+    return network_ppc(draws, pairs.rows, pairs.cols, pairs.labels, train.n_nodes, seed=0)
+
+
+def paired_wins(
+    per_split: dict[str, list[dict[str, float] | None]], ours: list[str]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """For each of ``ours`` and each other model: on how many of the splits where both ran
+    (``of``) the first's AUC is higher (``wins``)."""
+    out = {}
+    for m in ours:
+        out[m] = {}
+        for p, rows in per_split.items():
+            if p == m:
+                continue
+            both = [(a, b) for a, b in zip(per_split[m], rows, strict=True) if a and b]
+            out[m][p] = {"wins": sum(a["auc"] > b["auc"] for a, b in both), "of": len(both)}
+    return out
+
+
+def rebuild(out: Path) -> None:
+    """Re-render ``links.md`` (and the paired counts) from an existing ``links.json``."""
+    payload = json.loads((out / "links.json").read_text())
+    for dataset, per in payload["per_split"].items():
+        ours = [m for m in per if m.startswith("bayesmf")]
+        payload["paired_auc_wins"][dataset] = paired_wins(per, ours)
+        payload["settings"].setdefault("splits", max(len(v) for v in per.values()))
+        (out / "links.json").write_text(json.dumps(payload, indent=2) + "\n")
+        (out / "links.md").write_text(_markdown(payload, dataset))
+
+
+def _collect(
+    args: argparse.Namespace,
+    dataset: str,
+    net: Network,
+    chosen: list[str],
+    skipped: dict[str, str | None],
+    runs: dict[str, list[dict[str, float]]],
+    info: dict[str, list[dict[str, Any]]],
+    pooled: dict[str, tuple[list[np.ndarray], list[np.ndarray]]],
+    ppc: Any,
+    params: dict[str, Any],
+    tuning: list[dict[str, Any]],
+    tuning_s: float,
+) -> dict[str, Any]:
+    out = Path(args.out)
+    if not out.is_absolute():
+        out = REPO / out
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    for m in chosen:
+        ok = [r for r in runs[m] if r is not None]
+        if not ok:
+            results[MODELS[m][0]] = {"failed_splits": len(runs[m])}
+            continue
+        row: dict[str, Any] = {}
+        for key in ("auc", "ap", "lpd", "fit_s", "cpu_s"):
+            if key in ok[0]:
+                row[key], row[f"{key}_std"] = mean_std(r[key] for r in ok)
+            elif key == "lpd":
+                row[key] = "n/a"
+        row["n_splits"] = len(ok)
+        if len(ok) < len(runs[m]):
+            row["failed_splits"] = len(runs[m]) - len(ok)
+        results[MODELS[m][0]] = row
+    labels = {m: MODELS[m][0] for m in chosen}
+    paired = paired_wins(
+        {labels[m]: runs[m] for m in chosen}, [labels[m] for m in chosen if MODELS[m][3]]
+    )
+    calib = {}
+    fig = None
+    for m, (ys, ps) in pooled.items():
+        # graspologic's DCSBM p_mat_ can exceed 1: clipped here and in lpd, not for AUC/AP
+        rel = reliability(np.concatenate(ys), np.clip(np.concatenate(ps), 0, 1), n_bins=10)
+        calib[MODELS[m][0]] = {"ece": rel.ece, "predicted": rel.predicted,
+                               "observed": rel.observed, "counts": rel.counts}
+        fig = plot_reliability(rel, MODELS[m][0], ax=None if fig is None else fig.axes[0])
+    plots = []
+    if fig is not None:
+        path = out / f"links_reliability_{dataset}.png"
+        fig.axes[0].set_title(f"{dataset}: held-out pairs of {args.splits} splits", fontsize=9)
+        fig.savefig(path, dpi=120)
+        plots.append(path.name)
+    ppc_summary = None
+    if ppc is not None:
+        path = out / f"links_ppc_{dataset}.png"
+        plot_network_ppc(ppc, title=f"{dataset}, split 0: LatentFeatureNetwork", path=path)
+        plots.append(path.name)
+        ppc_summary = ppc.summary()
+    settings = {
+        "dataset": {"name": dataset, "source": args.adjacency or "data.load_nips234()",
+                    "n_nodes": net.n_nodes, "n_edges": net.n_edges},
+        "protocol": (
+            f"{args.splits} held-out sets of 10% of the pairs i<j (holdout_pairs seeds "
+            f"0..{args.splits - 1}); LFN tuned on the validation AUC of a nested 10% carve "
+            f"of split 0's training pairs (seed {VAL_SEED}); lpd = mean log p(y) per held-out "
+            f"pair, probabilities clipped to [{LPD_EPS}, 1 - {LPD_EPS}]"
+        ),
+        "params": params,
+        "lfn_grid": LFN_GRID if tuning else None,
+        "tuning_table": tuning,
+        "tuning_s": tuning_s,
+        "fit_engine": (
+            "inference.fit_svi (full batch)"
+            if USE_FIT_SVI and args.links_per_batch is None
+            else "benchmarks/links.py _fit_local"
+        ),
+        "num_samples": NUM_SAMPLES,
+        "skipped": skipped,
+        "splits": args.splits,
+        "quick": args.quick,
+        "threads": torch.get_num_threads(),
+    }
+    versions = {}
+    for mod in ("networkx", "graspologic", "sklearn"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            versions[mod] = None
+    payload = {
+        "machine": {**machine_info(), "versions": versions},
+        "settings": settings,
+        "results": {dataset: results},
+        "paired_auc_wins": {dataset: paired},
+        "per_split": {dataset: {MODELS[m][0]: runs[m] for m in chosen}},
+        "model_info": {dataset: {MODELS[m][0]: info[m] for m in chosen}},
+        "calibration": {dataset: calib},
+        "ppc": {dataset: ppc_summary},
+        "references": REFERENCES if dataset == "NIPS234" else None,
+        "plots": plots,
+    }
+    json_path = out / "links.json"
+    json_path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    (out / "links.md").write_text(_markdown(payload, dataset))
+    log.warning("wrote %s and links.md", json_path)
+    return payload
+
+
+def _markdown(payload: dict[str, Any], dataset: str) -> str:
+    res = payload["results"][dataset]
+    md = [f"# Link prediction: {dataset}", "", payload["settings"]["protocol"], ""]
+    md += [format_table(res), ""]
+    paired = payload["paired_auc_wins"][dataset]
+    if paired:
+        n = payload["settings"]["splits"]
+        peers = list(res)
+        md += [
+            f"## Paired: on how many splits (of those where both ran, {n} in all) the row's "
+            "AUC beats the column's",
+            "",
+        ]
+        md += ["| model | " + " | ".join(peers) + " |", "|---" * (len(peers) + 1) + "|"]
+        for m, w in paired.items():
+            cells = (
+                "-" if p not in w else f"{w[p]['wins']}/{w[p]['of']}" if w[p]["of"] else "n/a"
+                for p in peers
+            )
+            md.append(f"| {m} | " + " | ".join(cells) + " |")
+        md.append("")
+    md += ["## Per split AUC", ""]
+    per = payload["per_split"][dataset]
+    n = max(len(v) for v in per.values())
+    md += ["| model | " + " | ".join(f"split {s}" for s in range(n)) + " |",
+           "|---" * (n + 1) + "|"]
+    for m, rows in per.items():
+        cells = ("failed" if r is None else f"{r['auc']:.4f}" for r in rows)
+        md.append(f"| {m} | " + " | ".join(cells) + " |")
+    md.append("")
+    if payload["calibration"][dataset]:
+        md += ["## Calibration of held-out link probabilities (pooled over splits)", "",
+               "| model | ECE (10 quantile bins) |", "|---|---|"]
+        md += [f"| {m} | {c['ece']:.4f} |" for m, c in payload["calibration"][dataset].items()]
+        md.append("")
+    if payload["ppc"][dataset]:
+        md += ["## Posterior predictive check (split 0, LatentFeatureNetwork)", "",
+               "| statistic | observed | replicated mean | 90% interval | p-value |",
+               "|---|---|---|---|---|"]
+        for k, v in payload["ppc"][dataset].items():
+            md.append(f"| {k} | {v['observed']:.4g} | {v['replicated_mean']:.4g} | "
+                      f"[{v['replicated_q05']:.4g}, {v['replicated_q95']:.4g}] | "
+                      f"{v['p_value']:.2f} |")
+        md.append("")
+    if payload["references"]:
+        md += ["## Published references (not on these splits)", "",
+               "| model | AUC | source | note |", "|---|---|---|---|"]
+        md += [f"| {m} | {r['auc'] if r['auc'] is not None else 'not found'} | {r['source']} "
+               f"| {r['note']} |" for m, r in payload["references"].items()]
+        md.append("")
+    md += ["Plots: " + ", ".join(payload["plots"]), ""]
+    md += ["## Settings", "", "```json", json.dumps(_jsonable(payload["settings"]), indent=1),
+           "```", "", "## Machine", "", "```json",
+           json.dumps(_jsonable(payload["machine"]), indent=1), "```", ""]
+    return "\n".join(md)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--adjacency", default=None,
+                        help="dense 0/1 adjacency matrix file (CSV/TSV/whitespace/.npy); "
+                        "default NIPS234")
+    parser.add_argument("--out", default="benchmarks/results", help="output folder")
+    parser.add_argument("--quick", action="store_true", help="2 splits, short fits, no tuning")
+    parser.add_argument("--no-tune", action="store_true", help=f"use {LFN_DEFAULT}")
+    parser.add_argument("--rank", type=int, default=None, help="LFN rank (skips tuning)")
+    parser.add_argument("--lr", type=float, default=None, help="LFN learning rate (skips tuning)")
+    parser.add_argument("--epochs", type=int, default=None, help="LFN epochs (skips tuning)")
+    parser.add_argument("--splits", type=int, default=None, help="number of splits (default 5)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"subset of {list(MODELS)}")
+    parser.add_argument("--links-per-batch", type=int, default=None,
+                        help="stratified minibatches of this many links (+5x non-links) "
+                        "instead of full-batch SVI")
+    parser.add_argument("--data-dir", default=default_data_dir())
+    parser.add_argument(
+        "--rebuild", action="store_true", help="only re-render OUT/links.md from OUT/links.json"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.models.split(",")) - set(MODELS) - {""})
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
+    args.splits = args.splits or (2 if args.quick else 5)
+    if args.rebuild:
+        out = Path(args.out) if Path(args.out).is_absolute() else REPO / args.out
+        rebuild(out)
+        return json.loads((out / "links.json").read_text())
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    torch.set_num_threads(args.threads)
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()
