@@ -261,22 +261,21 @@ def _svi(args: argparse.Namespace, train):
     from bayesmf import inference
 
     model = _svi_model(args, train)
-    epochs = args.epochs or (300 if args.model == "sbm" else 60)
-    warmup = args.kl_warmup
-    if warmup is None:  # BNNs need the KL warm-up (see fit_svi); the others do not
-        warmup = epochs // 3 if args.model in ("nnmf", "lfm") else 0
-    lr = args.lr or (0.05 if args.model in ("sbm", "lfm") else 0.02)
+    # None: the model's defaults (inference.svi_defaults; the block model's own for sbm)
+    full_batch = args.model in ("sbm", "lfm")
     options: dict[str, Any] = dict(
-        epochs=epochs, lr=lr, seed=args.seed, progress=None if not args.quiet else False,
-        batch_size=args.batch_size if args.batch_size or args.model == "sbm" else 10_000,
+        epochs=args.epochs, lr=args.lr, seed=args.seed,
+        progress=None if not args.quiet else False,
+        batch_size=args.batch_size if args.batch_size or full_batch else 10_000,
         checkpoint=args.checkpoint, checkpoint_every=1 if args.checkpoint else None,
         resume=not args.overwrite,
     )
     if args.model == "sbm":
+        options = {k: v for k, v in options.items() if v is not None or k == "batch_size"}
         return inference.fit_sbm(model, train, n_restarts=args.restarts, **options)
     if args.model == "lfm":
         train = train.observed_pairs()
-    return inference.fit_svi(model, train, kl_warmup=warmup, **options)
+    return inference.fit_svi(model, train, kl_warmup=args.kl_warmup, **options)
 
 
 ENGINES = {"als": _als, "sgd": _sgd, "gibbs": _gibbs, "bmf": _svi, "nnmf": _svi, "sbm": _svi,
@@ -494,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="als/sgd regularisation of the biases (default: 5 for ALS, --reg for SGD)")
     m.add_argument("--no-biases", action="store_true", help="no mean/row/column biases")
     m.add_argument("--epochs", "--iters", type=int, default=None, dest="epochs",
-                   help="passes over the data (default: ALS 30, SGD 25, SVI 60, sbm 300)")
+                   help="passes over the data (default: ALS 30, SGD 25, SVI the model's)")
     b = f.add_argument_group("Bayesian models")
     b.add_argument("--ard", action="store_true",
                    help="bmf/gibbs: one prior scale per factor and latent factor means (the prior "
@@ -505,10 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=None,
                    help="observations per minibatch (default 10000; sbm: all pairs)")
     b.add_argument("--lr", type=float, default=None,
-                   help="initial Adam learning rate, decays to a tenth (default 0.02; sbm/lfm "
-                   "0.05)")
+                   help="initial Adam learning rate, decays to a tenth (default: the model's, "
+                   "inference.svi_defaults)")
     b.add_argument("--kl-warmup", type=int, default=None,
-                   help="epochs of KL warm-up (default: a third of the epochs for nnmf/lfm)")
+                   help="epochs of KL warm-up (default: the model's share of the epochs)")
     b.add_argument("--hidden", default="50,50,50",
                    help="nnmf hidden widths, comma-separated; '' for the linear VI(0)")
     b.add_argument("--bilinear-dims", type=int, default=60, help="nnmf D")

@@ -2,7 +2,7 @@
 
 Loads ML-100K from ``--data-dir`` / ``$BAYESMF_DATA_DIR`` / the cache (downloading it from
 GroupLens when allowed), holds out a random 10 % of the ratings, fits
-:class:`bayesmf.models.BayesianNNMF` with three hidden layers of 50 sigmoid units and the 19
+:class:`bayesmf.models.BayesianNNMF` with three hidden layers of 50 units and the 19
 genre flags of each movie appended to its embedding (the "VI(3)+S" model of Kampman &
 Heaukulani 2019) by mean-field SVI with a KL warm-up, then prints
 
@@ -37,9 +37,7 @@ from bayesmf import data, diagnostics, inference, models
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None, help="folder holding ml-100k/")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--kl-warmup", type=int, default=None, help="default: a third of --epochs")
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--epochs", type=int, default=None, help="default: the library's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/movielens_svi", help="folder for the PNGs")
     args = p.parse_args()
@@ -52,23 +50,13 @@ def main() -> None:
     genres = train.col_features  # (n_items, 19) one-hot genre flags
     print(f"side information: {genres.shape[1]} genre flags per movie")
 
-    model = models.BayesianNNMF(
-        R.n_rows,
-        R.n_cols,
-        rank=10,
-        bilinear_dims=60,
-        bilinear_rank=1,
-        hidden=(50, 50, 50),
-        activation="sigmoid",
-        item_features=genres,
-        init_embedding_std=1.0,
-    )
-    warmup = args.kl_warmup if args.kl_warmup is not None else max(1, args.epochs // 3)
-    fit = inference.fit_svi(
-        model, train, epochs=args.epochs, batch_size=10_000, lr=args.lr, final_lr=0.002,
-        kl_warmup=warmup, seed=args.seed,
-    )
-    print(f"fitted in {fit.fit_seconds:.1f} s ({args.epochs} epochs, KL warm-up {warmup})")
+    # VI(3)+S with the library's defaults: the same settings as the README, the CLI
+    # (`bayesmf fit --model nnmf --side-info`) and benchmarks/table1_ml100k.py
+    model = models.BayesianNNMF(R.n_rows, R.n_cols, rank=10, bilinear_dims=60,
+                                hidden=(50, 50, 50), item_features=genres)
+    fit = inference.fit_svi(model, train, epochs=args.epochs, seed=args.seed)
+    print(f"fitted in {fit.fit_seconds:.1f} s ({fit.settings['epochs']} epochs, KL warm-up "
+          f"{fit.settings['kl_warmup']})")
 
     pred = fit.predict(test, clamp=True)
     baseline = torch.full_like(test.values, float(train.values.mean()))
