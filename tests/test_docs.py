@@ -112,6 +112,7 @@ SMALL: dict[str, list[tuple[str, str]]] = {
         ("num_samples=150, burn_in=50", "num_samples=100, burn_in=20"),
         ("epochs=100, lr=0.1,", "epochs=2, lr=0.1,"),
         ("n_restarts=3, seed=0", "n_restarts=1, epochs=20, seed=0"),
+        ("epochs=3000, batch_size=None", "epochs=30, batch_size=None"),
     ],
 }
 
