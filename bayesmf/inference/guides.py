@@ -6,6 +6,13 @@ single site) and one LogNormal per positive hyper-parameter. Its parameters are 
 ``nn.Parameter`` s of the module, not entries of Pyro's global parameter store, so that
 several fits can live side by side and a checkpoint is just ``state_dict()`` (tensors
 only, loadable with ``torch.load(..., weights_only=True)``).
+
+Local arrays (real arrays whose first dimension is a user, an item or a network node, see
+:func:`local_axis`) can be gathered row by row with *sparse* gradients
+(``sparse_grads=True``, :meth:`MeanFieldGuide.loc_scale` with an index): a minibatch step
+then touches only the rows it drew, and the engine steps those parameters with a lazy Adam
+(:class:`~bayesmf.inference.loop.LazyAdam`, see :meth:`MeanFieldGuide.parameter_groups`),
+so that the cost of a step does not grow with the number of rows.
 """
 
 from __future__ import annotations
@@ -21,11 +28,73 @@ from torch.nn.functional import softplus
 
 from ..models.base import GaussianFactorModel, LatentSpec
 
-__all__ = ["MeanFieldGuide"]
+__all__ = ["LOCAL_AXES", "MeanFieldGuide", "gather_rows", "local_axis"]
+
+#: first-dimension names of local arrays, and the data fields that index them ("node": the
+#: nodes of a network, indexed by both ends of each pair)
+LOCAL_AXES = {"user": ("rows",), "item": ("cols",), "node": ("rows", "cols")}
+
+
+def local_axis(spec: LatentSpec) -> str | None:
+    """``"user"``, ``"item"`` or ``"node"`` for a local array (a real array whose first
+    dimension is a row, a column or a node of a network), ``None`` for a global site."""
+    if spec.positive or not spec.dims or spec.dims[0] not in LOCAL_AXES:
+        return None
+    return spec.dims[0]
 
 
 def _inv_softplus(x: float) -> float:
     return x + math.log(-math.expm1(-x))
+
+
+class _GatherRows(torch.autograd.Function):
+    """``param.index_select(0, index)`` whose gradient is a sparse COO tensor."""
+
+    @staticmethod
+    def forward(ctx: Any, param: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.shape = param.shape
+        return param.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        sparse = torch.sparse_coo_tensor(
+            index.unsqueeze(0), grad, ctx.shape, check_invariants=False
+        )
+        return sparse, None
+
+
+def gather_rows(param: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of ``param`` (along its first dimension), with a sparse gradient.
+
+    The backward pass returns a :class:`torch.sparse_coo_tensor` holding only the gathered
+    rows (duplicates in ``index`` are summed when it is coalesced; an increasing ``index``,
+    as :func:`torch.unique` gives, spares :class:`~bayesmf.inference.loop.LazyAdam` that
+    sort), like
+    ``torch.nn.functional.embedding(..., sparse=True)`` but for a parameter of any number of
+    dimensions: its cost is that of the rows, not of the whole array.
+
+    Parameters
+    ----------
+    param : torch.Tensor
+        A tensor of shape ``(N, ...)`` (usually a leaf parameter).
+    index : LongTensor
+        Positions along the first dimension, shape ``(n,)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``param[index]``, shape ``(n, ...)``.
+
+    Examples
+    --------
+    >>> p = torch.nn.Parameter(torch.zeros(5, 2))
+    >>> gather_rows(p, torch.tensor([1, 3])).sum().backward()
+    >>> p.grad.is_sparse, p.grad.to_dense()[:, 0].tolist()
+    (True, [0.0, 1.0, 0.0, 1.0, 0.0])
+    """
+    return _GatherRows.apply(param, index)
 
 
 class MeanFieldGuide(nn.Module):
@@ -39,6 +108,12 @@ class MeanFieldGuide(nn.Module):
         Initial posterior standard deviation of real arrays (default: each spec's).
     seed : int
         Seed of the random initial means (symmetry breaking of factor arrays).
+    sparse_grads : bool
+        Gather rows of local arrays (:meth:`loc_scale` with an ``index``) with sparse
+        gradients; their parameters (:meth:`parameter_groups`) must then be stepped by an
+        optimiser that takes sparse gradients (:class:`~bayesmf.inference.loop.LazyAdam`).
+        Whole-array uses (the Pyro guide, :meth:`log_q`, ...) keep dense gradients. May be
+        changed after construction (it is not part of the state).
 
     Examples
     --------
@@ -51,10 +126,16 @@ class MeanFieldGuide(nn.Module):
     """
 
     def __init__(
-        self, model: GaussianFactorModel, init_scale: float | None = None, seed: int = 0
+        self,
+        model: GaussianFactorModel,
+        init_scale: float | None = None,
+        seed: int = 0,
+        sparse_grads: bool = False,
     ) -> None:
         super().__init__()
         self.specs: list[LatentSpec] = model.latent_specs()
+        self.sparse_grads = bool(sparse_grads)
+        self._local = frozenset(s.name for s in self.specs if local_axis(s) is not None)
         gen = torch.Generator().manual_seed(seed)
         self.locs = nn.ParameterDict()
         self.raw_scales = nn.ParameterDict()
@@ -68,6 +149,29 @@ class MeanFieldGuide(nn.Module):
             self.locs[spec.name] = nn.Parameter(loc)
             self.raw_scales[spec.name] = nn.Parameter(torch.full(spec.shape, _inv_softplus(s)))
         self.to(model.device)
+
+    def local_names(self) -> list[str]:
+        """Names of the local arrays (see :func:`local_axis`), in the order of the specs."""
+        return [s.name for s in self.specs if local_axis(s) is not None]
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The parameters split into ``(dense, sparse)``.
+
+        ``sparse`` are the locations and raw scales of the local arrays when
+        ``sparse_grads`` is set (their gradients from :meth:`loc_scale` with an index are
+        sparse: step them with :class:`~bayesmf.inference.loop.LazyAdam` or
+        :class:`torch.optim.SparseAdam`), else empty; ``dense`` are
+        all the others.
+
+        Returns
+        -------
+        dense, sparse : list of nn.Parameter
+        """
+        local = self.local_names() if self.sparse_grads else []
+        sparse = [d[n] for n in local for d in (self.locs, self.raw_scales)]
+        ids = {id(p) for p in sparse}
+        dense = [p for p in self.parameters() if id(p) not in ids]
+        return dense, sparse
 
     def scale(self, name: str) -> torch.Tensor:
         """Posterior standard deviation (log scale for positive sites) of a site."""
@@ -85,7 +189,8 @@ class MeanFieldGuide(nn.Module):
         index : LongTensor, optional
             Positions along the site's first dimension (e.g. the users of a minibatch);
             only these rows are gathered, so the cost and the gradient are confined to
-            them (the other rows' gradients are zero).
+            them (the other rows' gradients are zero; a sparse tensor of these rows when
+            ``sparse_grads`` is set and the site is a local array).
 
         Returns
         -------
@@ -94,7 +199,9 @@ class MeanFieldGuide(nn.Module):
             :meth:`scale`'s (log scale for positive sites).
         """
         loc, raw = self.locs[name], self.raw_scales[name]
-        if index is not None:
+        if index is not None and self.sparse_grads and name in self._local:
+            loc, raw = gather_rows(loc, index), gather_rows(raw, index)
+        elif index is not None:
             loc, raw = loc.index_select(0, index), raw.index_select(0, index)
         return loc, softplus(raw) + 1e-6
 

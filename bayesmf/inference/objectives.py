@@ -29,6 +29,12 @@ With ``index=None`` (the full batch) the value has the same distribution as
 The counts ``c_u`` are computed once per data object and cached (weakly keyed by it). When
 an axis is no longer than the batch, the whole array is drawn (rows absent from the batch
 get KL weight 0), which avoids sorting and gathering where nearly every row occurs anyway.
+
+With a guide built with ``sparse_grads=True`` the local arrays' rows are gathered with
+sparse gradients (:func:`~bayesmf.inference.guides.gather_rows`), so that the backward pass
+and a lazy optimiser (:class:`~bayesmf.inference.loop.LazyAdam`) touch only the batch's rows
+too: the whole step, not only the forward pass, costs ``O(batch)``. (An axis drawn whole,
+being no longer than the batch, keeps its dense gradient: it costs ``O(batch)`` anyway.)
 """
 
 from __future__ import annotations
@@ -43,8 +49,8 @@ from typing import Any
 
 import torch
 
-from ..models.base import LatentSpec, prior_normal_params
-from .guides import MeanFieldGuide
+from ..models.base import prior_normal_params
+from .guides import LOCAL_AXES, MeanFieldGuide, local_axis
 
 __all__ = [
     "AxisCounts",
@@ -54,11 +60,6 @@ __all__ = [
     "local_elbo_loss",
     "local_elbo_terms",
 ]
-
-#: first-dimension names of local arrays, and the data fields that index them ("node": the
-#: nodes of a network, indexed by both ends of each pair)
-LOCAL_AXES = {"user": ("rows",), "item": ("cols",), "node": ("rows", "cols")}
-
 
 @dataclass(frozen=True)
 class ELBOTerms:
@@ -133,18 +134,26 @@ def data_counts(data: Any, axis: str) -> AxisCounts:
     return cache[axis]
 
 
-def local_axis(spec: LatentSpec) -> str | None:
-    """``"user"``, ``"item"`` or ``"node"`` for a local array (a real array whose first
-    dimension is a row, a column or a node of a network), ``None`` for a global site."""
-    if spec.positive or not spec.dims or spec.dims[0] not in LOCAL_AXES:
-        return None
-    return spec.dims[0]
-
-
-@functools.cache
-def _takes_feature_index(model_type: type) -> bool:
-    params = inspect.signature(model_type.mean).parameters
+@functools.lru_cache(maxsize=256)
+def _signature_takes_feature_index(fn: Any) -> bool:
+    params = inspect.signature(fn).parameters
     return "feature_rows" in params and "feature_cols" in params
+
+
+def _takes_feature_index(model: Any) -> bool:
+    """Whether ``model.mean`` (the bound method, or a function set on the instance) takes
+    the keywords ``feature_rows`` and ``feature_cols``."""
+    fn = model.mean
+    return _signature_takes_feature_index(getattr(fn, "__func__", fn))
+
+
+def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    # index_select: several times faster than advanced indexing on long arrays
+    return t.index_select(0, index if index.dtype == torch.long else index.long())
+
+
+def _getitem(t: torch.Tensor, index: Any) -> torch.Tensor:
+    return t[index]
 
 
 def _normal_kl(
@@ -234,7 +243,9 @@ def local_elbo_terms(
     if index is None:
         rows, cols, values, b = data.rows, data.cols, data.values, n
     else:
-        rows, cols, values, b = data.rows[index], data.cols[index], data.values[index], len(index)
+        take = _take if index.dim() == 1 and index.dtype in (torch.long, torch.int) else _getitem
+        rows, cols, values = (take(t, index) for t in (data.rows, data.cols, data.values))
+        b = len(rows)
     if b == 0:
         raise ValueError("empty minibatch")
     ratio = n / b
@@ -305,7 +316,7 @@ def local_elbo_terms(
             kl_local = kl_local + (e_kl.mean(0) if e_kl.dim() else e_kl)
 
     kwargs: dict[str, torch.Tensor] = {}
-    if _takes_feature_index(type(model)):
+    if _takes_feature_index(model):
         kwargs = {"feature_rows": rows, "feature_cols": cols}
     mu = model.mean(z, local_rows, local_cols, **kwargs)
     loglik = model.likelihood(mu, z).log_prob(values).sum(-1).mean(0) * ratio
