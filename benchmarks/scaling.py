@@ -71,7 +71,7 @@ def _run(engine: str, R, units: int) -> None:
     if engine == "ALS":
         inference.als(R, rank=RANK, reg=10.0, epochs=units, tol=0.0, progress=False)
     elif engine == "SGD":
-        inference.sgd_mf(R, rank=RANK, epochs=units, progress=False)
+        inference.sgd_mf(R, rank=RANK, epochs=units, lr=0.1, progress=False)  # any scale
     elif engine == "SVI":
         inference.fit_svi(models.BayesianMF(*R.shape, rank=RANK), R, epochs=units,
                           batch_size=10_000, lr=0.05, progress=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pyro
 import pytest
@@ -318,40 +316,6 @@ def test_bad_arguments():
         local_elbo_loss(model, guide, R, torch.tensor([], dtype=torch.long))
 
 
-def test_step_cost_does_not_grow_with_the_matrix():
-    """N = M = 50,000, batch 1,000: far cheaper than the whole-array Pyro step (about 6x at
-    20,000, 15x at 50,000 on one thread; the larger size keeps the test robust to load)."""
-    torch.manual_seed(0)
-    n_rows = n_cols = 50_000
-    n = 300_000
-    gen = torch.Generator().manual_seed(0)
-    flat = torch.randint(n_rows * n_cols, (n,), generator=gen).unique()
-    n = len(flat)
-    R = Ratings(flat // n_cols, flat % n_cols, torch.rand(n, generator=gen) * 4 + 1,
-                shape=(n_rows, n_cols))
-    model = models.BayesianMF(n_rows, n_cols, rank=10)
-    model.setup(R)
-    guide = MeanFieldGuide(model)
-    elbo = TraceMeanField_ELBO()
-    idx = torch.randperm(n, generator=gen)[:1000]
-
-    def old() -> None:
-        elbo.differentiable_loss(model.model, guide, R, idx).backward()
-
-    def new() -> None:
-        local_elbo_loss(model, guide, R, idx).backward()
-
-    new()  # caches the counts
-    times: dict[str, list[float]] = {"old": [], "new": []}
-    for _ in range(5):  # alternate, keep the best of each (noisy shared machine)
-        for name, fn in (("old", old), ("new", new)):
-            guide.zero_grad()
-            t0 = time.process_time()
-            fn()
-            times[name].append(time.process_time() - t0)
-    assert min(times["new"]) < min(times["old"]) / 5, times
-
-
 # ---- sparse gradients of the local rows and the lazy Adam that steps them (O(batch) steps)
 
 
@@ -533,41 +497,33 @@ def test_fit_svi_with_sparse_rows_recovers_the_ratings(tall_ratings):
     assert rmse < 0.5 * baseline and rmse < 0.45, (rmse, baseline)
 
 
-def test_whole_sparse_step_cost_does_not_grow_with_the_matrix():
-    """Forward, backward and optimiser step at N = M = 100,000 (ten ratings a row: rows
-    without any, whose KL enters every step, are few), batch 1,000: the sparse route
-    (gathered rows, LazyAdam) is far cheaper than the dense one (whole-array gradients and
-    Adam over every row)."""
-    n_rows = n_cols = 100_000
+def test_whole_sparse_step_touches_only_the_batch_rows():
+    """Forward, backward and optimiser step at N = M = 20,000, batch 1,000: on the sparse
+    route (gathered rows, LazyAdam) only the rows the batch drew (and rows without any
+    rating, whose KL enters every step) change, so a step's work does not grow with the
+    matrix (the time itself is measured in benchmarks/scaling.py, not here)."""
+    n_rows = n_cols = 20_000
     gen = torch.Generator().manual_seed(0)
-    flat = torch.randint(n_rows * n_cols, (1_000_000,), generator=gen).unique()
+    flat = torch.randint(n_rows * n_cols, (200_000,), generator=gen).unique()
     R = Ratings(flat // n_cols, flat % n_cols, torch.rand(len(flat), generator=gen) * 4 + 1,
                 shape=(n_rows, n_cols))
     idx = torch.randperm(len(R), generator=gen)[:1000]
-    routes = {}
-    for sparse in (False, True):
-        model = models.BayesianMF(n_rows, n_cols, rank=10)
-        model.setup(R)
-        guide = MeanFieldGuide(model, sparse_grads=sparse)
-        dense_group, sparse_group = guide.parameter_groups()
-        opts = [torch.optim.Adam(dense_group, lr=0.01)]
-        opts += [LazyAdam(sparse_group, lr=0.01)] if sparse_group else []
-        routes[sparse] = (model, guide, opts)
-
-    def run(sparse: bool) -> None:
-        model, guide, opts = routes[sparse]
-        for o in opts:
-            o.zero_grad(set_to_none=True)
-        local_elbo_loss(model, guide, R, idx).backward()
-        for o in opts:
-            o.step()
-
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(2):
-        run(False), run(True)  # warm up (counts cached, optimiser states allocated)
-    for _ in range(5):  # alternate, keep the best of each (noisy shared machine)
-        for sparse in (False, True):
-            t0 = time.process_time()
-            run(sparse)
-            times[sparse].append(time.process_time() - t0)
-    assert min(times[True]) < min(times[False]) / 3, times
+    model = models.BayesianMF(n_rows, n_cols, rank=4)
+    model.setup(R)
+    guide = MeanFieldGuide(model, sparse_grads=True)
+    dense_group, sparse_group = guide.parameter_groups()
+    assert sparse_group, "the user/item arrays must be on the sparse route"
+    opts = [torch.optim.Adam(dense_group, lr=0.01), LazyAdam(sparse_group, lr=0.01)]
+    before = guide.locs["U"].detach().clone()
+    for o in opts:
+        o.zero_grad(set_to_none=True)
+    local_elbo_loss(model, guide, R, idx).backward()
+    assert guide.locs["U"].grad.is_sparse
+    for o in opts:
+        o.step()
+    changed = (guide.locs["U"].detach() != before).any(-1)
+    allowed = torch.zeros(n_rows, dtype=torch.bool)
+    allowed[R.rows[idx]] = True
+    allowed[R.row_counts() == 0] = True
+    assert changed.any() and not bool((changed & ~allowed).any())
+    assert int(changed.sum()) <= int(allowed.sum()) < n_rows // 4
