@@ -55,6 +55,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    # a small problem: one thread is faster than several (which contend on a busy machine)
+    torch.set_num_threads(1)
+
     from bayesmf import data, diagnostics, inference, models
 
     t0 = time.perf_counter()
