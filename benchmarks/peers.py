@@ -6,6 +6,12 @@
   users and the items in separate hyper-prior groups (``group_shapes=[943, 1682]``, so that
   both models have per-factor means and precisions per side). Both: 50 burn-in + 150 kept
   sweeps (myFM: ``n_iter=200, n_kept_samples=150``), seeded with the split seed.
+* Implicit feedback (issue 12): ``BayesianMF(..., implicit=True)`` (SVD++ representations
+  ``u_n + |N(n)|^-1/2 sum y_j``, ``v_m + |N(m)|^-1/2 sum w_i`` from the training split)
+  against myFM on the features of its MovieLens example (user one-hot, normalised items the
+  user rated, item one-hot, normalised users who rated the item) with four hyper-prior
+  groups (``group_shapes=[N, M, M, N]``), same sweeps and seeds. The rows
+  ``bayesmf Gibbs implicit - myFM implicit (paired)`` pair them per split.
 * Splits: five random 90/10 splits (``random_split(R, test_fraction=0.1, seed=s)``,
   ``s = 0..4``) and the GroupLens splits u1..u5 (``canonical_split``). Test RMSE of the
   posterior predictive mean clamped to [1, 5]; the difference bayesmf - myFM is paired per
@@ -21,7 +27,11 @@
 myFM is optional: without it (``pip install myfm``; it needs ``setuptools<81`` for
 ``pkg_resources``) only bayesmf's rows are written, with a message. Run
 ``python benchmarks/peers.py`` (``--quick``: one random split and u1, 20 + 30 sweeps, 2
-timing repeats, 200,000 ratings for memory). Writes ``benchmarks/results/peers.{json,md}``.
+timing repeats, 200,000 ratings for memory; ``--engines`` a subset of the four engines,
+``--splits`` fewer splits, ``--merge`` keeps the other engines' runs of the existing file).
+myFM with the implicit features costs about 2.3 CPU seconds per sweep on ML-100K (30 M
+non-zero features), some 8 CPU minutes per split. Writes
+``benchmarks/results/peers.{json,md}``.
 """
 
 from __future__ import annotations
@@ -90,10 +100,57 @@ def _onehot(d: Ratings) -> Any:
     return sps.csr_matrix((np.ones(2 * n), idx, np.arange(0, 2 * n + 1, 2)), shape=(n, N + M))
 
 
+def _implicit_onehot(train: Ratings) -> Any:
+    """myFM's MovieLens implicit-feedback features, built from ``train``: a function mapping
+    data to ``(len(d), N + M + M + N)`` CSR rows ``[user one-hot | |N(u)|^-1/2 on the items
+    u rated | item one-hot | |N(i)|^-1/2 on the users who rated i]`` (the four groups of
+    ``group_shapes=[N, M, M, N]``)."""
+    import scipy.sparse as sps
+
+    N, M = train.shape
+    r, c = train.rows.numpy(), train.cols.numpy()
+
+    def normalised(a: np.ndarray, b: np.ndarray, n: int, m: int) -> Any:
+        inc = sps.csr_matrix((np.ones(len(a)), (a, b)), shape=(n, m))
+        inc.data[:] = 1.0  # a repeated pair counts once
+        deg = np.asarray(inc.sum(1)).ravel()
+        return sps.diags(1 / np.sqrt(np.maximum(deg, 1))) @ inc
+
+    user_implicit, item_implicit = normalised(r, c, N, M), normalised(c, r, M, N)
+
+    def features(d: Ratings) -> Any:
+        rows, cols = d.rows.numpy(), d.cols.numpy()
+        n = len(d)
+        user = sps.csr_matrix((np.ones(n), (np.arange(n), rows)), shape=(n, N))
+        item = sps.csr_matrix((np.ones(n), (np.arange(n), cols)), shape=(n, M))
+        return sps.hstack([user, user_implicit[rows], item, item_implicit[cols]]).tocsr()
+
+    return features
+
+
+def fit_myfm_implicit(myfm: Any, train: Ratings, test: Ratings | None, seed: int,
+                      burn_in: int, kept: int) -> dict[str, float]:
+    """myFM with the implicit-feedback groups of its MovieLens example (features from the
+    training data, four hyper-prior groups): test RMSE (clamped), wall and CPU seconds of
+    the fit (feature building included)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    features = _implicit_onehot(train)
+    N, M = train.shape
+    fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
+    fm.fit(features(train), train.values.double().numpy(), n_iter=burn_in + kept,
+           n_kept_samples=kept, group_shapes=[N, M, M, N])
+    out = {"fit_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+    if test is not None:
+        pred = torch.from_numpy(fm.predict(features(test), n_workers=1)).float()
+        out["rmse"] = rmse(test.values, test.clamp(pred))
+    return out
+
+
 def fit_bayesmf(train: Ratings, test: Ratings | None, seed: int, burn_in: int,
-                kept: int) -> dict[str, float]:
+                kept: int, implicit: bool = False) -> dict[str, float]:
     """One bayesmf Gibbs fit: test RMSE (clamped), wall and CPU seconds of the fit."""
-    model = models.BayesianMF(*train.shape, rank=RANK, ard=True, factor_means=True)
+    model = models.BayesianMF(*train.shape, rank=RANK, ard=True, factor_means=True,
+                              implicit=implicit)
     c0, t0 = time.process_time(), time.perf_counter()
     fit = inference.fit_gibbs(model, train, num_samples=kept, burn_in=burn_in, seed=seed,
                               progress=False)
@@ -118,10 +175,26 @@ def fit_myfm(myfm: Any, train: Ratings, test: Ratings | None, seed: int, burn_in
     return out
 
 
-def _splits(data_dir: str | None, quick: bool) -> dict[str, list[tuple[str, Ratings, Ratings]]]:
+#: the engines, in table order
+ENGINES = ("bayesmf Gibbs", "myFM", "bayesmf Gibbs implicit", "myFM implicit")
+#: paired comparisons (first - second, per split)
+PAIRS = (("bayesmf Gibbs", "myFM"), ("bayesmf Gibbs implicit", "myFM implicit"),
+         ("bayesmf Gibbs implicit", "bayesmf Gibbs"))
+
+
+def run_engine(engine: str, myfm: Any | None, train: Ratings, test: Ratings | None, seed: int,
+               burn_in: int, kept: int) -> dict[str, float]:
+    """One fit of ``engine`` (a name of :data:`ENGINES`)."""
+    if engine.startswith("bayesmf"):
+        return fit_bayesmf(train, test, seed, burn_in, kept, implicit=engine.endswith("implicit"))
+    if engine == "myFM":
+        return fit_myfm(myfm, train, test, seed, burn_in, kept)
+    return fit_myfm_implicit(myfm, train, test, seed, burn_in, kept)
+
+
+def _splits(data_dir: str | None, n: int) -> dict[str, list[tuple[str, Ratings, Ratings]]]:
     ds = load_movielens("100k", root=data_dir)
     R = ds.to_ratings()
-    n = 1 if quick else 5
     return {
         "ml-100k random 90/10": [(f"seed {s}", *random_split(R, test_fraction=0.1, seed=s))
                                  for s in range(n)],
@@ -129,51 +202,61 @@ def _splits(data_dir: str | None, quick: bool) -> dict[str, list[tuple[str, Rati
     }
 
 
-def accuracy(splits: dict[str, list[tuple[str, Ratings, Ratings]]], myfm: Any | None,
-             burn_in: int, kept: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """RMSE of both engines on every split, paired."""
-    results: dict[str, Any] = {}
-    per_split: dict[str, Any] = {}
-    for dataset, runs in splits.items():
-        rows: dict[str, list[dict[str, float]]] = {"bayesmf Gibbs": [], "myFM": []}
-        for i, (name, train, test) in enumerate(runs):
-            rows["bayesmf Gibbs"].append(fit_bayesmf(train, test, i, burn_in, kept))
-            if myfm is not None:
-                rows["myFM"].append(fit_myfm(myfm, train, test, i, burn_in, kept))
-            log.info("%s %s: bayesmf %.4f%s", dataset, name, rows["bayesmf Gibbs"][-1]["rmse"],
-                     f", myFM {rows['myFM'][-1]['rmse']:.4f}" if myfm is not None else "")
-        out: dict[str, Any] = {}
-        for model, rs in rows.items():
-            if not rs:
-                continue
+def summarise(rows: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """The table of one protocol from every engine's per-split runs (same split order):
+    mean ± std of RMSE and fit time per engine, and the paired differences of
+    :data:`PAIRS` over the splits both engines ran."""
+    out: dict[str, Any] = {}
+    for model in ENGINES:
+        rs = rows.get(model) or []
+        if rs:
             m, s = mean_std([r["rmse"] for r in rs])
             out[model] = {"rmse": m, "rmse_std": s, "n_splits": len(rs),
-                          "fit_s": float(np.mean([r["fit_s"] for r in rs]))}
-        if rows["myFM"]:
-            diff = [a["rmse"] - b["rmse"] for a, b in zip(rows["bayesmf Gibbs"], rows["myFM"],
-                                                           strict=True)]
-            m, s = mean_std(diff)
-            out["bayesmf - myFM (paired)"] = {"rmse_diff": m, "rmse_diff_std": s,
-                                              "bayesmf_better_splits": sum(d < 0 for d in diff)}
-        results[dataset] = out
-        per_split[dataset] = {model: [{k: round(v, 5) for k, v in r.items()} for r in rs]
-                              for model, rs in rows.items() if rs}
-        per_split[dataset]["splits"] = [name for name, _, _ in runs]
-    return results, per_split
+                          "fit_s": float(np.mean([r["fit_s"] for r in rs])),
+                          "cpu_s": float(np.mean([r["cpu_s"] for r in rs]))}
+    for a, b in PAIRS:
+        n = min(len(rows.get(a) or []), len(rows.get(b) or []))
+        if n == 0:
+            continue
+        diff = [x["rmse"] - y["rmse"] for x, y in zip(rows[a][:n], rows[b][:n], strict=True)]
+        m, s = mean_std(diff)
+        out[f"{a} - {b} (paired)"] = {"rmse_diff": m, "rmse_diff_std": s, "n_splits": n,
+                                      "first_better_splits": sum(d < 0 for d in diff)}
+    return out
 
 
-def timing(train: Ratings, myfm: Any | None, repeats: int, burn_in: int,
-           kept: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Alternating fits on one split: wall/CPU seconds, per-sweep cost and the ratios
-    (and every run's times)."""
-    runs: dict[str, list[dict[str, float]]] = {"bayesmf Gibbs": [], "myFM": []}
+def accuracy(splits: dict[str, list[tuple[str, Ratings, Ratings]]], myfm: Any | None,
+             engines: list[str], burn_in: int, kept: int) -> dict[str, Any]:
+    """Every engine's per-split runs (RMSE, wall and CPU seconds), protocol by protocol."""
+    per_split: dict[str, Any] = {}
+    for dataset, runs in splits.items():
+        rows: dict[str, list[dict[str, float]]] = {e: [] for e in engines}
+        for i, (name, train, test) in enumerate(runs):
+            for engine in engines:
+                r = run_engine(engine, myfm, train, test, i, burn_in, kept)
+                rows[engine].append({k: round(v, 5) for k, v in r.items()})
+                log.info("%s %s: %s %.4f", dataset, name, engine, r["rmse"])
+        per_split[dataset] = {**rows, "splits": [name for name, _, _ in runs]}
+    return per_split
+
+
+def timing(train: Ratings, myfm: Any | None, engines: list[str], repeats: int, burn_in: int,
+           kept: int) -> dict[str, list[dict[str, float]]]:
+    """Alternating fits of the engines on one split: every run's wall and CPU seconds."""
+    runs: dict[str, list[dict[str, float]]] = {e: [] for e in engines}
     for r in range(repeats):
-        runs["bayesmf Gibbs"].append(fit_bayesmf(train, None, r, burn_in, kept))
-        if myfm is not None:
-            runs["myFM"].append(fit_myfm(myfm, train, None, r, burn_in, kept))
-    sweeps = burn_in + kept
+        for engine in engines:
+            x = run_engine(engine, myfm, train, None, r, burn_in, kept)
+            runs[engine].append({m: round(v, 4) for m, v in x.items()})
+    return runs
+
+
+def summarise_timing(runs: dict[str, list[dict[str, float]]], sweeps: int) -> dict[str, Any]:
+    """Per engine: best and median seconds, CPU milliseconds per sweep; per pair of
+    :data:`PAIRS`: the time ratios of the alternating runs."""
     out: dict[str, Any] = {}
-    for model, rs in runs.items():
+    for model in ENGINES:
+        rs = runs.get(model) or []
         if rs:
             out[model] = {
                 "fit_s_min": min(x["fit_s"] for x in rs),
@@ -182,17 +265,16 @@ def timing(train: Ratings, myfm: Any | None, repeats: int, burn_in: int,
                 "ms_per_sweep_cpu": 1e3 * min(x["cpu_s"] for x in rs) / sweeps,
                 "repeats": len(rs),
             }
-    if runs["myFM"]:
-        wall = [a["fit_s"] / b["fit_s"] for a, b in zip(runs["bayesmf Gibbs"], runs["myFM"],
-                                                        strict=True)]
-        cpu = [a["cpu_s"] / b["cpu_s"] for a, b in zip(runs["bayesmf Gibbs"], runs["myFM"],
-                                                       strict=True)]
-        out["bayesmf / myFM"] = {"time_ratio_wall_median": float(np.median(wall)),
-                                 "time_ratio_cpu_median": float(np.median(cpu)),
-                                 "time_ratio_cpu_max": max(cpu)}
-    raw = {k: [{m: round(v, 4) for m, v in x.items()} for x in rs]
-           for k, rs in runs.items() if rs}
-    return out, raw
+    for a, b in PAIRS[:2]:
+        n = min(len(runs.get(a) or []), len(runs.get(b) or []))
+        if n == 0:
+            continue
+        wall = [x["fit_s"] / y["fit_s"] for x, y in zip(runs[a][:n], runs[b][:n], strict=True)]
+        cpu = [x["cpu_s"] / y["cpu_s"] for x, y in zip(runs[a][:n], runs[b][:n], strict=True)]
+        out[f"{a} / {b}"] = {"time_ratio_wall_median": float(np.median(wall)),
+                             "time_ratio_cpu_median": float(np.median(cpu)),
+                             "time_ratio_cpu_max": max(cpu)}
+    return out
 
 
 # ----------------------------------------------------------------------------- memory
@@ -270,10 +352,69 @@ def memory(engines: list[str], n: int) -> dict[str, Any]:
     return out
 
 
+def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Per-split (or timing) runs: the new engines' runs replace the old ones' of the same
+    engine, the others are kept (the split lists must agree)."""
+    out = {k: dict(v) for k, v in old.items()}
+    for dataset, rows in new.items():
+        if dataset in out and "splits" in rows and "splits" in out[dataset]:
+            n = len(rows["splits"])
+            if out[dataset]["splits"][:n] != rows["splits"]:
+                raise ValueError(f"cannot merge {dataset}: other splits")
+        out.setdefault(dataset, {}).update(rows)
+    return out
+
+
+def settings_text(burn_in: int, kept: int) -> dict[str, Any]:
+    """How each engine was run (recorded with the results)."""
+    return {
+        "protocol": "random 90/10 splits seeds 0..4 (random_split) and GroupLens u1..u5; "
+                    "RMSE of the posterior predictive mean clamped to [1, 5]; paired "
+                    "differences per split; timing alternates the engines on split seed 0",
+        "bayesmf": {"model": f"BayesianMF(rank={RANK}, ard=True, factor_means=True)",
+                    "fit": "inference.fit_gibbs(num_chains=1, seed=split index)",
+                    "num_samples": kept, "burn_in": burn_in, "version": _version("bayesmf")},
+        "bayesmf implicit": {
+            "model": f"BayesianMF(rank={RANK}, ard=True, factor_means=True, implicit=True): "
+                     "p_u = u_u + |N(u)|^-1/2 sum_{j in N(u)} y_j, q_i = v_i + |N(i)|^-1/2 "
+                     "sum_{v in N(i)} w_v (N from the training split), Y_row/Y_col with their "
+                     "own ARD scales and factor means",
+            "fit": "inference.fit_gibbs(num_chains=1, seed=split index)",
+            "num_samples": kept, "burn_in": burn_in},
+        "myFM": {"model": f"MyFMRegressor(rank={RANK}, random_seed=split index) on one-hot "
+                          "user/item features, defaults otherwise (init_stdev 0.1, alpha_0 = "
+                          "beta_0 = gamma_0 = 1, mu_0 0, reg_0 1, fit_w0, fit_linear)",
+                 "fit": f"fit(X, y, n_iter={burn_in + kept}, n_kept_samples={kept}, "
+                        "group_shapes=[n_users, n_items])",
+                 "predict": "predict(X_test, n_workers=1)",
+                 "version": _version("myfm")},
+        "myFM implicit": {
+            "model": f"MyFMRegressor(rank={RANK}, random_seed=split index), defaults otherwise "
+                     "(init_stdev 0.1, alpha_0 = beta_0 = gamma_0 = 1, mu_0 0, reg_0 1, fit_w0, "
+                     "fit_linear), on the features of myFM's MovieLens example: [user one-hot "
+                     "| |N(u)|^-1/2 on the items u rated | item one-hot | |N(i)|^-1/2 on the "
+                     "users who rated i], N from the training split",
+            "fit": f"fit(X, y, n_iter={burn_in + kept}, n_kept_samples={kept}, "
+                   "group_shapes=[n_users, n_items, n_items, n_users])",
+            "predict": "predict(X_test, n_workers=1)",
+            "note": "a factorization machine: besides p_u . q_i it has all within-group and "
+                    "user-implicit/item-implicit pairwise interactions and linear weights on "
+                    "the implicit features"},
+        "threads": "OMP_NUM_THREADS=1, torch.set_num_threads(1)",
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="one random split and u1, short chains, small memory run")
+    parser.add_argument("--engines", default=",".join(ENGINES),
+                        help=f"comma-separated subset of {', '.join(ENGINES)}")
+    parser.add_argument("--splits", type=int, default=None,
+                        help="splits per protocol (default 5; quick 1)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other engines' runs of the existing result file")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     parser.add_argument("--data-dir", default=default_data_dir(), help="folder holding ml-100k/")
     parser.add_argument("--repeats", type=int, default=3, help="alternating timing repeats")
     parser.add_argument("--memory-ratings", type=int, default=None,
@@ -287,34 +428,42 @@ def main(argv: list[str] | None = None) -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    myfm = _myfm()
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if unknown := set(engines) - set(ENGINES):
+        sys.exit(f"unknown engines {sorted(unknown)}; choose from {ENGINES}")
+    myfm = _myfm() if any(e.startswith("myFM") for e in engines) else None
+    if myfm is None:
+        engines = [e for e in engines if not e.startswith("myFM")]
     burn_in, kept = (QUICK_BURN_IN, QUICK_KEPT) if args.quick else (BURN_IN, KEPT)
     try:
-        splits = _splits(args.data_dir, args.quick)
+        splits = _splits(args.data_dir, args.splits or (1 if args.quick else 5))
     except DatasetNotFoundError as err:
         sys.exit(f"MovieLens-100K not found: {err}")
-    results, per_split = accuracy(splits, myfm, burn_in, kept)
+    name = "peers_quick" if args.quick else "peers"
+    old: dict[str, Any] = {}
+    out_dir = Path(args.out) if Path(args.out).is_absolute() else REPO / args.out
+    if args.merge and (out_dir / f"{name}.json").exists():
+        old = json.loads((out_dir / f"{name}.json").read_text())
+    old_settings = old.get("settings", {})
+    per_split = _merge(old_settings.get("per_split", {}),
+                       accuracy(splits, myfm, engines, burn_in, kept))
     train0 = splits["ml-100k random 90/10"][0][1]
     repeats = 2 if args.quick else max(3, args.repeats)
-    results["ml-100k timing (split seed 0)"], timing_raw = timing(train0, myfm, repeats,
-                                                                  burn_in, kept)
-    engines = ["bayesmf Gibbs"] + (["myFM"] if myfm is not None else [])
-    results[f"synthetic {n_mem:,} ratings (memory)"] = memory(engines, n_mem)
+    timing_raw = _merge({"runs": old_settings.get("timing_runs", {})},
+                        {"runs": timing(train0, myfm, engines, repeats, burn_in, kept)})["runs"]
+    results: dict[str, Any] = {dataset: summarise({k: v for k, v in rows.items()
+                                                   if k != "splits"})
+                               for dataset, rows in per_split.items()}
+    results["ml-100k timing (split seed 0)"] = summarise_timing(timing_raw, burn_in + kept)
+    mem_key = f"synthetic {n_mem:,} ratings (memory)"
+    plain = [e for e in ("bayesmf Gibbs", "myFM") if e in engines]
+    if not args.no_memory and plain:
+        results[mem_key] = memory(plain, n_mem)
+    elif mem_key in old.get("results", {}):
+        results[mem_key] = old["results"][mem_key]
     settings = {
-        "protocol": "random 90/10 splits seeds 0..4 (random_split) and GroupLens u1..u5; "
-                    "RMSE of the posterior predictive mean clamped to [1, 5]; paired "
-                    "differences per split; timing alternates the engines on split seed 0",
-        "bayesmf": {"model": f"BayesianMF(rank={RANK}, ard=True, factor_means=True)",
-                    "fit": "inference.fit_gibbs(num_chains=1, seed=split index)",
-                    "num_samples": kept, "burn_in": burn_in, "version": _version("bayesmf")},
-        "myFM": {"model": f"MyFMRegressor(rank={RANK}, random_seed=split index) on one-hot "
-                          "user/item features, defaults otherwise (init_stdev 0.1, alpha_0 = "
-                          "beta_0 = gamma_0 = 1, mu_0 0, reg_0 1, fit_w0, fit_linear)",
-                 "fit": f"fit(X, y, n_iter={burn_in + kept}, n_kept_samples={kept}, "
-                        "group_shapes=[n_users, n_items])",
-                 "predict": "predict(X_test, n_workers=1)",
-                 "version": _version("myfm"), "available": myfm is not None},
-        "threads": "OMP_NUM_THREADS=1, torch.set_num_threads(1)",
+        **settings_text(burn_in, kept),
+        "myFM available": myfm is not None or bool(old_settings.get("myFM available")),
         "timing_repeats": repeats,
         "timing_runs": timing_raw,
         "memory": {"ratings": n_mem, "shape": list(MEMORY_SHAPE),
@@ -322,11 +471,10 @@ def main(argv: list[str] | None = None) -> None:
                    "how": "peak resident memory (VmHWM, reset after the imports and a tiny warm-up "
                           "fit that loads the libraries' code) of a fresh subprocess per "
                           "engine, minus the resident memory at the reset (and after building "
-                          "the shared input arrays)"},
+                          "the shared input arrays); plain engines only"},
         "per_split": per_split,
         "quick": args.quick,
     }
-    name = "peers_quick" if args.quick else "peers"
     json_path, md_path = write_results(name, results, settings, args.out, machine_info())
     log.info("wrote %s and %s", json_path, md_path)
 

@@ -358,3 +358,56 @@ def test_sample_fit_save_load_round_trip(synthetic_fit, tmp_path):
     assert torch.equal(back.predict(test), fit.predict(test))
     for k, v in fit.draws.items():
         assert torch.equal(back.draws[k], v), k
+
+
+def test_rescaling_move_with_implicit_arrays_leaves_the_prior_invariant():
+    # With implicit feedback Y_row moves with U and Y_col with V (their own scales and
+    # means): from exact prior draws of all four arrays, one move must give exact prior
+    # draws again (sizes differ per array, so a wrong Jacobian would shift the log-scales).
+    K = 20_000
+    sizes = {"U": 6, "Y_row": 3, "V": 2, "Y_col": 5}
+    gen = torch.Generator().manual_seed(11)
+    f64 = torch.float64
+    names = list(sizes)
+    t = torch.randn(len(names), K, generator=gen, dtype=f64)
+    z = {}
+    for i, a in enumerate(names):
+        z[f"mean_{a}"] = torch.randn(K, generator=gen, dtype=f64)
+        z[a] = z[f"mean_{a}"] + torch.exp(t[i]) * torch.randn(sizes[a], K, generator=gen,
+                                                               dtype=f64)
+    before = {k: v.clone() for k, v in z.items()}
+    sl = {f"scale_{a}": slice(i * K, (i + 1) * K) for i, a in enumerate(names)}
+    new_t, accept = _rescale(z, t.reshape(-1), sl, {a: f"scale_{a}" for a in names},
+                             {a: f"mean_{a}" for a in names}, dict.fromkeys(names, 1.0),
+                             torch.zeros(4 * K, dtype=f64), torch.ones(4 * K, dtype=f64), gen)
+    new_t = new_t.reshape(4, K)
+    assert float(accept.double().mean()) > 0.8
+    assert float((new_t[0] - t[0]).std()) > 0.2  # it moves
+    for i, a in enumerate(names):
+        for sample in (new_t[i], z[f"mean_{a}"]):
+            assert stats.kstest(sample.numpy(), "norm").pvalue > 1e-3, a
+    # each side's arrays move together: U by c, Y_row by c, V and Y_col by 1/c
+    c = z["U"][0] / before["U"][0]
+    assert torch.allclose(z["Y_row"], before["Y_row"] * c)
+    assert torch.allclose(z["Y_col"], before["Y_col"] / c)
+    assert torch.allclose(z["V"], before["V"] / c)
+
+
+def test_gibbs_translation_uses_the_implicit_representation():
+    # with implicit feedback the items' biases absorb w . q_m with q_m = v_m + A' Y_col:
+    # the translation keeps every prediction of the implicit model
+    R, _ = _small_problem(2)
+    m = models.BayesianMF(60, 40, rank=2, ard=True, factor_means=True, implicit=True)
+    m.setup(R)
+    gen = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+    z = {"U": torch.randn(60, 2, generator=gen, dtype=f64),
+         "V": torch.randn(40, 2, generator=gen, dtype=f64),
+         "Y_row": torch.randn(40, 2, generator=gen, dtype=f64),
+         "Y_col": torch.randn(60, 2, generator=gen, dtype=f64),
+         "mean_U": torch.zeros(2, dtype=f64), "row_bias": torch.zeros(60, dtype=f64),
+         "col_bias": torch.randn(40, generator=gen, dtype=f64)}
+    q = z["V"] + m.implicit_sum(z["Y_col"], "col")
+    pred = m.mean(z, R.rows, R.cols)
+    _translate(z, "U", "mean_U", "V", "col_bias", 1.0, torch.tensor([0.5], dtype=f64), gen, q)
+    assert torch.allclose(m.mean(z, R.rows, R.cols), pred)

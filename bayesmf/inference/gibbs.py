@@ -10,6 +10,20 @@ The same model that :func:`~bayesmf.inference.fit_svi` fits by mean-field SVI an
   matrix, with the table ``T`` of the items' outer products (upper triangle only); the
   right-hand sides are ``X @ F`` with the CSR matrix ``X`` of the ratings. No per-rating
   temporaries are made, so memory stays at the data plus ``O((N + M) D^2)``;
+* with implicit feedback (``BayesianMF(implicit=True)``: ``p_n = u_n + (A Y_row)_n``,
+  ``q_m = v_m + (A' Y_col)_m`` with the normalised training incidences ``A``, ``A'``) the
+  users' step draws the representations ``p_n`` (prior mean ``mean_U + (A Y_row)_n``)
+  against the items' ``q_m``; then ``Y_row`` is drawn given ``P`` with ``U = P - A Y_row``
+  moving with it (a change of variables ``(U, Y) -> (P, Y)`` with unit Jacobian, so both
+  steps are exact Gibbs steps of the same target). The likelihood depends on ``P`` alone,
+  so ``Y_row | P`` is Gaussian and independent over factors, with precision
+  ``s_Y^-2 I + s_U^-2 A^T A``: diagonal in the eigenbasis of ``A^T A``, computed once per
+  chain (a dense eigen-decomposition of the smaller of ``A A^T`` and ``A^T A``, so at most
+  ``IMPLICIT_MAX_DENSE`` users or items), and each draw costs three products with that
+  basis, however strongly the items are coupled through their common raters. Items
+  likewise with ``Y_col``. Where the data pin ``P`` down, ``Y_row | P`` is nearly its
+  marginal posterior, so the implicit arrays mix fast (drawing ``U | Y`` and ``Y | U``
+  instead would crawl along ``u_n + (A Y)_n = const``);
 * the factor means (``factor_means=True``) are conjugate Gaussian draws;
 * each prior scale ``s_a`` and the noise scale ``sigma`` has a LogNormal hyper-prior,
   which is not conjugate; on ``t = log s`` the conditional
@@ -30,11 +44,14 @@ The same model that :func:`~bayesmf.inference.fit_svi` fits by mean-field SVI an
   ``-a c^2 - b c^{-2} - (t_U + log c - m)^2 / (2 v) - (t_V - log c - m)^2 / (2 v)``
   (``a``, ``b``: the factor means' prior terms), sampled by the same Student-t
   independence MH step (valid because the proposal's location moves with the state: a
-  move ``T_c`` shifts that density by ``log c``);
+  move ``T_c`` shifts that density by ``log c``); with implicit feedback ``Y_row`` is scaled
+  with U and ``Y_col`` with V (their scales and means too), which keeps the form of that
+  density (one more LogNormal term per side);
 * with factor means and biases, a **translation move** along a second ridge: the
   users' common offset ``u_n -> u_n + w`` (with ``mean_U -> mean_U + w``) changes each
   prediction by ``w . v_m``, which the items' biases absorb (``c_m -> c_m - w . v_m``);
-  ``w`` has a Gaussian conditional and is drawn exactly, and likewise for the items.
+  ``w`` has a Gaussian conditional and is drawn exactly, and likewise for the items (with
+  implicit feedback the biases absorb ``w . q_m`` with the items' whole representation).
 
 Several chains (``num_chains``) run in parallel processes when there are cores for them,
 each seeded from ``(seed, chain)``; the split, rank-normalised R-hat (Vehtari et al. 2021)
@@ -172,14 +189,14 @@ class SampleFit(PosteriorFit):
         :meth:`_draw`."""
         return self._draw(num_samples or self.num_draws, torch.Generator())
 
-    def _available(self, wanted: int) -> int:
-        return min(wanted, self.num_draws)
-
     def _payload(self) -> dict[str, Any]:
         return {
             **self._model_payload(),
             **self._common_payload(),
             "draws": {k: v.detach().cpu() for k, v in self.draws.items()},
+            # the training incidence of an implicit-feedback model (predictions need it)
+            "implicit_state": {k: v.detach().cpu()
+                               for k, v in self.model.implicit_state().items()},
         }
 
     @classmethod
@@ -187,6 +204,8 @@ class SampleFit(PosteriorFit):
         cls, payload: dict[str, Any], device: str | torch.device | None = None
     ) -> SampleFit:
         model = cls._model_from(payload)
+        if payload.get("implicit_state"):
+            model.set_implicit_state(payload["implicit_state"])
         draws = dict(payload["draws"])
         if device is not None:
             model.to(device)

@@ -51,16 +51,22 @@ class PosteriorFit(Fit):
         return self._draw(num_samples, gen)
 
     def _model_payload(self) -> dict[str, Any]:
+        state = getattr(self.model, "implicit_state", None)  # data-derived buffers, if any
         return {
             "model_class": type(self.model).__name__,
             "model_config": self.model.config(),
             "global_mean": float(self.model.global_mean),
+            "implicit_state": {k: v.detach().cpu() for k, v in state().items()}
+            if callable(state) else {},
         }
 
     @staticmethod
     def _model_from(payload: dict[str, Any]) -> FactorModel:
-        return rebuild_model(payload["model_class"], payload["model_config"],
-                             payload["global_mean"])
+        model = rebuild_model(payload["model_class"], payload["model_config"],
+                              payload["global_mean"])
+        if payload.get("implicit_state"):
+            model.set_implicit_state(payload["implicit_state"])
+        return model
 
     # ----------------------------------------------------------- predictions
     def _check(self, data: Any) -> Any:
