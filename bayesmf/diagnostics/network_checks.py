@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .plots import new_figure, save_figure
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -43,23 +45,6 @@ __all__ = [
 
 
 log = logging.getLogger(__name__)
-
-
-def _figure(ncols: int, width: float) -> Figure:
-    """A pyplot-free figure (no GUI backend, no global state) with ``ncols`` axes."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, 3.8), layout="constrained")
-    fig.subplots(1, ncols)
-    return fig
-
-
-def _save(fig: Figure, path: str | Path | None) -> None:
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        log.info("saved %s", path)
 
 
 def _np(x: Any) -> np.ndarray:
@@ -255,7 +240,7 @@ def plot_network_ppc(
     path : path, optional
         Where to save the figure (PNG).
     """
-    fig = _figure(2, 9.0)
+    fig = new_figure(2, 9.0)
     ax_deg, ax_cc = fig.axes
     h_obs, h_rep = ppc.degree_histograms()
     d = np.arange(h_obs.size)
@@ -277,7 +262,7 @@ def plot_network_ppc(
     ax_cc.legend(frameon=False)
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -383,7 +368,7 @@ def plot_reliability(
         Where to save the figure (PNG).
     """
     if ax is None:
-        fig = _figure(1, 4.6)
+        fig = new_figure(1, 4.6)
         ax = fig.axes[0]
         lim = [1e-6, 1.0]
         ax.plot(lim, lim, color="0.6", lw=1, ls="--", label="calibrated")
@@ -396,5 +381,5 @@ def plot_reliability(
     floor = 1e-4  # bins with no link are drawn at the floor of the log axis
     ax.plot(rel.predicted, np.maximum(rel.observed, floor), "o-", ms=4, label=text)
     ax.legend(frameon=False, fontsize=8)
-    _save(fig, path)  # type: ignore[arg-type]
+    save_figure(fig, path)  # type: ignore[arg-type]
     return fig  # type: ignore[return-value]

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 CALIBRATION_LEVELS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
-def _new_figure(ncols: int, width: float) -> Figure:
+def new_figure(ncols: int, width: float) -> Figure:
+    """A pyplot-free figure (no GUI backend, no global state) with ``ncols`` axes."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, 3.8), layout="constrained")
@@ -38,7 +39,8 @@ def _new_figure(ncols: int, width: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: str | Path | None) -> None:
+def save_figure(fig: Figure, path: str | Path | None) -> None:
+    """Write ``fig`` to ``path`` (parent folders created) unless ``path`` is None."""
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +84,7 @@ def plot_elbo(fit: Any, ax: Axes | None = None, path: str | Path | None = None) 
     if elbo.size == 0:
         raise ValueError("the fit has no ELBO history")
     if ax is None:
-        fig = _new_figure(1, 6.0)
+        fig = new_figure(1, 6.0)
         ax = fig.axes[0]
     fig = ax.figure
     epochs = np.arange(1, elbo.size + 1)
@@ -105,7 +107,7 @@ def plot_elbo(fit: Any, ax: Axes | None = None, path: str | Path | None = None) 
         ax2.set_ylabel("validation RMSE", color="C1")
     ax.legend(lines, [ln.get_label() for ln in lines], loc="center right", frameon=False)
     ax.set_title(f"SVI trace: {type(fit.model).__name__}")
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -169,7 +171,7 @@ def plot_ppc(
     ['rating', 'nominal level of the central interval']
     """
     if ax is None:
-        fig = _new_figure(2, 10.0)
+        fig = new_figure(2, 10.0)
         ax_hist, ax_cal = fig.axes
     else:
         ax_hist, ax_cal = ax
@@ -210,5 +212,5 @@ def plot_ppc(
     ax_cal.set_title("Interval calibration")
     ax_cal.grid(alpha=0.3)
     ax_cal.legend(frameon=False, loc="upper left")
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
