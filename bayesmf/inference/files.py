@@ -12,8 +12,8 @@ Every fit and checkpoint bayesmf writes is one ``torch.save`` file holding a pla
      "payload": uint8 tensor}      # the payload, itself serialised by torch.save
 
 Storing the payload as bytes lets the checksum cover every payload byte; the header stays
-readable without trusting the payload. Everything loads with ``torch.load(...,
-weights_only=True)``: payloads are nested dicts/lists of tensors and plain values, and ids of
+readable without trusting the payload. Everything is read with the safe unpickler
+(``weights_only=True``): payloads are nested dicts/lists of tensors and plain values, and ids of
 any type (strings, datetimes, mixed objects) go through :func:`encode_ids`.
 
 Files are written atomically: a unique temporary file in the target folder, flushed and
