@@ -85,6 +85,11 @@ def test_sparse_side_statistics_equal_the_dense_sums(bias):
     assert len(blocked.blocks) == 3
     g3, r3 = stats(blocked)
     assert torch.allclose(g3, want_gram) and torch.allclose(r3, want_rhs)
+    # and in blocks of 2 columns of the other side within each (cache blocking), the same
+    tiled = _side(rows, cols, x, N, M, dtype=f64, block_rows=3, block_cols=2)
+    assert [len(parts) for _, parts in tiled.blocks] == [3, 3, 3]
+    gt, rt = stats(tiled)
+    assert torch.allclose(gt, want_gram) and torch.allclose(rt, want_rhs)
     # the default float32 products agree to float32 precision
     g32, r32 = stats(_side(rows, cols, x, N, M))
     assert g32.dtype == f64 and torch.allclose(g32, want_gram, atol=1e-5)

@@ -139,3 +139,48 @@ def test_movielens_100k_rmse(data_dir):
     fit = sgd_mf(train)  # the defaults
     score = rmse(test.values, fit.predict(test, clamp=True))
     assert score <= 0.95, score  # about 0.895
+
+
+def _dense_heavy_ball(R: Ratings, rank: int, epochs: int, batch_size: int, lr: float,
+                      momentum: float, lr_decay: float, reg: float, seed: int):
+    """The reference: every array moved by its momentum at every step (O(rows) a step)."""
+    gen = torch.Generator().manual_seed(seed)
+    dt = R.values.dtype
+    U = 0.1 * torch.randn(R.shape[0], rank, generator=gen, dtype=dt)
+    V = 0.1 * torch.randn(R.shape[1], rank, generator=gen, dtype=dt)
+    b, c = torch.zeros(R.shape[0], dtype=dt), torch.zeros(R.shape[1], dtype=dt)
+    mu = float(R.values.mean())
+    params = [U, V, b, c]
+    bufs = [torch.zeros_like(p) for p in params]
+    for epoch in range(epochs):
+        for idx in torch.randperm(len(R), generator=gen).split(batch_size):
+            r, k, xb = R.rows[idx], R.cols[idx], R.values[idx]
+            u, v, br, ck = U[r], V[k], b[r], c[k]
+            err = (u * v).sum(-1) + mu + br + ck - xb
+            g = 2.0 / len(idx)
+            grads = [torch.zeros_like(p) for p in params]
+            grads[0].index_add_(0, r, g * (err[:, None] * v + reg * u))
+            grads[1].index_add_(0, k, g * (err[:, None] * u + reg * v))
+            grads[2].index_add_(0, r, g * (err + reg * br))
+            grads[3].index_add_(0, k, g * (err + reg * ck))
+            for p, buf, gr in zip(params, bufs, grads, strict=True):
+                buf.mul_(momentum).add_(gr)
+                p.sub_(lr * lr_decay**epoch * buf)
+    return U, V, b, c
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_lazy_momentum_equals_the_dense_update(momentum):
+    """Rows untouched by a step (most of them, with a batch of 8 on 60 x 50) are caught up
+    in closed form; the fit equals the dense heavy-ball update's up to rounding, also when
+    a row occurs twice in a batch and across the epochs' changes of step size."""
+    R32, _ = synthetic_ratings(60, 50, rank=2, density=0.2, noise=0.3, seed=5, biases=True)
+    R = Ratings(R32.rows, R32.cols, R32.values.double(), shape=R32.shape)
+    kw = {"epochs": 3, "batch_size": 8, "lr": 0.05, "momentum": momentum, "lr_decay": 0.8,
+          "reg": 0.05, "seed": 4}
+    fit = sgd_mf(R, rank=2, **kw)
+    want = _dense_heavy_ball(R, 2, **kw)
+    for got, ref in zip((fit.U, fit.V, fit.row_bias, fit.col_bias), want, strict=True):
+        assert torch.allclose(got, ref, atol=1e-10, rtol=1e-8)
+    assert not torch.allclose(want[0], 0.1 * torch.randn(60, 2, dtype=torch.float64,
+                              generator=torch.Generator().manual_seed(4)))  # it moved

@@ -374,45 +374,79 @@ def _sample_rescale(
 @dataclass
 class _Side:
     """The training ratings seen from one side: for each block of consecutive targets
-    ``[start, start + n)``, CSR matrices ``(n, n_other)`` of the 0/1 pattern and of the
-    ratings (views of one sorted copy)."""
+    ``[start, start + n)``, its column blocks ``[lo, hi)`` of the other side, each with CSR
+    matrices ``(n, hi - lo)`` of the 0/1 pattern and of the ratings (views of one sorted
+    copy)."""
 
-    blocks: list[tuple[int, torch.Tensor, torch.Tensor]]  # (start, pattern, ratings)
+    blocks: list[tuple[int, list[tuple[int, int, torch.Tensor, torch.Tensor]]]]
     count: torch.Tensor  # (n_target,) ratings per target
     sum_x: torch.Tensor  # (n_target,) sum of x - offset per target
 
 
+#: bytes of the other side's outer-product table read by one sparse product: a column
+#: block of the table stays in a core's L2 cache (cache blocking; 6x faster at 1e7 ratings)
+_TABLE_BLOCK_BYTES = 1 << 20
+
+
+def _col_block(n_target: int, n_other: int, nnz: int, width: int) -> int | None:
+    """Columns of the other side per block for tables of ``width`` float32 entries per
+    column, or ``None`` (one block) where the table fits the cache anyway or where
+    accumulating the ``(n_target, width)`` partial sums of the blocks would cost more than
+    it saves (fewer than ~8 ratings per target and block)."""
+    cols = max(256, _TABLE_BLOCK_BYTES // (4 * width))
+    n_blocks = -(-n_other // cols)
+    if n_blocks <= 1 or n_blocks * n_target * 8 > nnz:
+        return None
+    return cols
+
+
 def _side(target: torch.Tensor, other: torch.Tensor, x: torch.Tensor, n_target: int,
           n_other: int, dtype: torch.dtype = torch.float32,
-          block_rows: int | None = None) -> _Side:
-    """The CSR matrices of one side, built once (sorted by target, then other), with values
-    of ``dtype``, in blocks of ``block_rows`` targets (default: one block); ``count`` and
-    ``sum_x`` in the precision of ``x``."""
-    order = torch.argsort(target * n_other + other)
-    count = torch.bincount(target, minlength=n_target)
-    crow = torch.zeros(n_target + 1, dtype=torch.int64, device=x.device)
-    torch.cumsum(count, 0, out=crow[1:])
-    itype = torch.int32 if max(len(x), n_other, n_target) < 2**31 - 1 else torch.int64
-    col = other[order].to(itype)
-    xs = x[order].to(dtype)
-    del order
-    ones = torch.ones_like(xs)
+          block_rows: int | None = None, block_cols: int | None = None) -> _Side:
+    """The CSR matrices of one side, built once, with values of ``dtype``, in blocks of
+    ``block_rows`` targets (default: one block) and, within each, of ``block_cols`` columns
+    of the other side (default: one); entries sorted by target block, column block, target,
+    other, so that every block is a slice of one sorted copy. ``count`` and ``sum_x`` in
+    the precision of ``x``."""
     step = block_rows or max(n_target, 1)
+    cstep = block_cols or max(n_other, 1)
+    n_cb = -(-max(n_other, 1) // cstep)
+    tb, cb = target // step, other // cstep
+    order = torch.argsort(((tb * n_cb + cb) * n_target + target) * n_other + other)
+    itype = torch.int32 if max(len(x), n_other, n_target) < 2**31 - 1 else torch.int64
+    t_sorted = target[order]
+    col = (other - cb * cstep)[order].to(itype)
+    key = (tb * n_cb + cb)[order]
+    xs = x[order].to(dtype)
+    del order, tb, cb
+    ones = torch.ones_like(xs)
+    # where each (target block, column block) starts in the sorted arrays
+    bounds = torch.zeros(-(-max(n_target, 1) // step) * n_cb + 1, dtype=torch.int64,
+                         device=x.device)
+    torch.cumsum(torch.bincount(key, minlength=len(bounds) - 1), 0, out=bounds[1:])
+    del key
+    bounds = bounds.tolist()
     blocks = []
     with warnings.catch_warnings():  # "sparse CSR support is in beta": used as documented
         warnings.simplefilter("ignore", UserWarning)
-        for start in range(0, n_target, step):
+        for b, start in enumerate(range(0, n_target, step)):
             stop = min(start + step, n_target)
-            lo, hi = int(crow[start]), int(crow[stop])
-            cr = (crow[start : stop + 1] - lo).to(itype)
-            shape = (stop - start, n_other)
-            blocks.append((
-                start,
-                torch.sparse_csr_tensor(cr, col[lo:hi], ones[lo:hi], shape,
-                                        check_invariants=False),
-                torch.sparse_csr_tensor(cr, col[lo:hi], xs[lo:hi], shape,
-                                        check_invariants=False),
-            ))
+            parts = []
+            for c, lo in enumerate(range(0, max(n_other, 1), cstep)):
+                i0, i1 = bounds[b * n_cb + c], bounds[b * n_cb + c + 1]
+                counts = torch.bincount(t_sorted[i0:i1] - start, minlength=stop - start)
+                cr = torch.zeros(stop - start + 1, dtype=itype, device=x.device)
+                torch.cumsum(counts, 0, out=cr[1:])
+                shape = (stop - start, min(lo + cstep, n_other) - lo)
+                parts.append((
+                    lo, lo + shape[1],
+                    torch.sparse_csr_tensor(cr, col[i0:i1], ones[i0:i1], shape,
+                                            check_invariants=False),
+                    torch.sparse_csr_tensor(cr, col[i0:i1], xs[i0:i1], shape,
+                                            check_invariants=False),
+                ))
+            blocks.append((start, parts))
+    count = torch.bincount(target, minlength=n_target)
     sum_x = torch.zeros(n_target, dtype=x.dtype, device=x.device).index_add_(0, target, x)
     return _Side(blocks, count.to(x.dtype), sum_x)
 
@@ -424,13 +458,13 @@ def _side_stats(
     """For each block of targets: its start, the Gram matrices ``sum_m f_m f_m^T``
     ``(n, D, D)`` and the right-hand sides ``sum_m (x_nm - c_m) f_m`` ``(n, D)``.
 
-    Two sparse products in the sparse matrices' precision (float32 by default) with the
-    table of the other side's outer products (upper triangles, and ``c_m f_m`` with a
-    bias), written into ``table`` (``(n_other, D (D + 1) / 2 [+ D])``, reused between
-    sweeps) when given; results in the precision of ``feats``.
+    Two sparse products per column block in the sparse matrices' precision (float32 by
+    default) with the table of the other side's outer products (upper triangles, and
+    ``c_m f_m`` with a bias), written into ``table`` (``(n_other, D (D + 1) / 2 [+ D])``,
+    reused between sweeps) when given; results in the precision of ``feats``.
     """
     n_other, D = feats.shape
-    dtype = side.blocks[0][2].dtype if side.blocks else feats.dtype
+    dtype = side.blocks[0][1][0][3].dtype if side.blocks else feats.dtype
     f = feats.to(dtype)
     P = D * (D + 1) // 2
     width = P + (D if other_bias is not None else 0)
@@ -447,9 +481,13 @@ def _side_stats(
     if other_bias is not None:
         torch.mul(other_bias.to(dtype)[:, None], f, out=table[:, P:])
     full = pos.reshape(-1)
-    for start, pattern, ratings in side.blocks:
-        sums = pattern @ table
-        rhs = (ratings @ f).to(feats.dtype)
+    for start, parts in side.blocks:
+        sums = rhs32 = None
+        for lo, hi, pattern, ratings in parts:
+            s_part, r_part = pattern @ table[lo:hi], ratings @ f[lo:hi]
+            sums = s_part if sums is None else sums.add_(s_part)
+            rhs32 = r_part if rhs32 is None else rhs32.add_(r_part)
+        rhs = rhs32.to(feats.dtype)
         if other_bias is not None:
             rhs -= sums[:, P:]
         gram = sums[:, :P].index_select(1, full).view(-1, D, D).to(feats.dtype)
@@ -548,8 +586,11 @@ def _run_chain(
     x = train.values.to(f64) - float(model.global_mean)
     # targets per block: bounds the (block, D, D) Gram, precision and Cholesky buffers
     block = max(256, _BLOCK_ELEMENTS // (K + int(bias)) ** 2)
-    users = _side(train.rows, train.cols, x, N, M, block_rows=block)
-    items = _side(train.cols, train.rows, x, M, N, block_rows=block)
+    width = (K + int(bias)) * (K + int(bias) + 1) // 2 + K + int(bias)  # table columns
+    users = _side(train.rows, train.cols, x, N, M, block_rows=block,
+                  block_cols=_col_block(N, M, len(x), width))
+    items = _side(train.cols, train.rows, x, M, N, block_rows=block,
+                  block_cols=_col_block(M, N, len(x), width))
     sum_x2 = float((x**2).sum())
     n_obs = len(x)
     del x

@@ -18,7 +18,10 @@ count-weighted (ALS-WR-like) regulariser, not the plain Gaussian-prior MAP that
 :func:`~bayesmf.inference.als` solves exactly.
 
 Gradients are written by hand and accumulated with ``index_add_`` (one
-vectorised update per minibatch), followed by heavy-ball momentum.
+vectorised update per minibatch), followed by heavy-ball momentum, applied lazily: the
+moves of rows a step does not touch are caught up in closed form when they are next
+touched, so a step costs its batch and an epoch grows linearly with the ratings (the
+result equals the dense update's up to rounding).
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def sgd_mf(
         Fit row/column biases around the fixed training mean. When ``False``
         the model is ``x = u^T v`` (mean 0).
     momentum : float
-        Heavy-ball momentum in ``[0, 1)``.
+        Heavy-ball momentum in ``[0, 1)`` (applied lazily, see the module docstring).
     lr_decay : float
         The learning rate is multiplied by this after every epoch (in ``(0, 1]``).
     init_scale : float
@@ -170,8 +173,17 @@ def sgd_mf(
     c = torch.zeros(n_cols, dtype=dt, device=dev)
     mu = float(x.double().mean()) if biases else 0.0
     params = [U, V, b, c] if biases else [U, V]
-    bufs = [torch.zeros_like(p) for p in params]
-    grads = [torch.zeros_like(p) for p in params]
+    # Each side is stepped as one array [factors | bias] with its momentum. The momentum is
+    # lazy: a row untouched by a step still moves by its decaying momentum, and those moves
+    # are applied in closed form when the row is next touched (and at the end of every
+    # epoch), so that a step costs its batch, not the whole arrays.
+    width = rank + int(biases)
+    sides = [torch.zeros(size, width, dtype=dt, device=dev) for size in (n_rows, n_cols)]
+    moms = [torch.zeros_like(w) for w in sides]
+    done = [torch.zeros(size, dtype=torch.long, device=dev) for size in (n_rows, n_cols)]
+    reg_vec = torch.full((width,), reg, dtype=dt, device=dev)
+    if biases:
+        reg_vec[rank] = reg_b
 
     state = torch.nn.Module()
     for name, t in zip(("U", "V", "row_bias", "col_bias"), params, strict=False):
@@ -180,35 +192,72 @@ def sgd_mf(
                      mean=mu, scale=ratings.scale)
     clamp = (val.scale or ratings.scale) if val is not None else None
     n_steps = math.ceil(n / batch_size)
-    perm: list[torch.Tensor] = []
+    epoch_data: list[torch.Tensor] = []
+    t_done = [0]  # steps taken in this epoch
+    step_size = [lr]
+
+    def catch_up(a: int, index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Side ``a``'s rows ``index`` (all: ``None``) and their momentum, brought up to
+        the steps taken: ``d`` skipped steps move a row by ``-lr * m (mu + ... + mu^d)``
+        and decay its momentum ``m`` by ``mu^d`` (the step size is constant in an epoch)."""
+        w, m, last = sides[a], moms[a], done[a]
+        if index is not None:
+            w, m, last = (t.index_select(0, index) for t in (w, m, last))
+        decay = (momentum ** (t_done[0] - last).to(dt))[:, None]
+        moved = (momentum / (1 - momentum)) * (1 - decay) * step_size[0]
+        return w - moved * m, m * decay
+
+    def load() -> None:  # the arrays (initial, or resumed from a checkpoint) into the sides
+        for a, (f, bias) in enumerate(((U, b), (V, c))):
+            sides[a][:, :rank] = f
+            if biases:
+                sides[a][:, rank] = bias
+            done[a].zero_()
+        t_done[0] = 0
+
+    def flush() -> None:  # every row caught up, written to the arrays
+        for a, (f, bias) in enumerate(((U, b), (V, c))):
+            w, m = catch_up(a, None)
+            sides[a].copy_(w)
+            moms[a].copy_(m)
+            done[a].fill_(t_done[0])
+            f.copy_(w[:, :rank])
+            if biases:
+                bias.copy_(w[:, rank])
 
     def step(epoch: int, s: int) -> float:
         if s == 0:
-            perm[:] = list(torch.randperm(n, generator=gen).to(dev).split(batch_size))
-        idx = perm[s]
-        r, k, xb = rows[idx], cols[idx], x[idx]
-        u, v = U[r], V[k]
+            perm = torch.randperm(n, generator=gen).to(dev)
+            epoch_data[:] = [t.index_select(0, perm) for t in (rows, cols, x)]
+            step_size[0] = lr * lr_decay**epoch
+            load()
+        lo = s * batch_size
+        r, k, xb = (t[lo : lo + batch_size] for t in epoch_data)
+        (wu, mom_u), (wv, mom_v) = catch_up(0, r), catch_up(1, k)
+        u, v = wu[:, :rank], wv[:, :rank]
         pred = (u * v).sum(-1) + mu
-        if biases:
-            br, ck = b[r], c[k]
-            pred = pred + br + ck
-        err = pred - xb
         pen = reg * (u.pow(2).sum(-1) + v.pow(2).sum(-1))
         if biases:
-            pen = pen + reg_b * (br.pow(2) + ck.pow(2))
-        # gradients of the batch-mean loss, accumulated per row/column
-        g = 2.0 / idx.shape[0]
-        for t in grads:
-            t.zero_()
-        grads[0].index_add_(0, r, g * (err[:, None] * v + reg * u))
-        grads[1].index_add_(0, k, g * (err[:, None] * u + reg * v))
+            pred = pred + wu[:, rank] + wv[:, rank]
+            pen = pen + reg_b * (wu[:, rank].pow(2) + wv[:, rank].pow(2))
+        err = pred - xb
+        # gradients of the batch-mean loss: d/d[u, b] = 2/B (err [v, 1] + [reg u, reg_b b])
+        g = 2.0 / len(xb)
+        other_u, other_v = wv.clone(), wu.clone()
         if biases:
-            grads[2].index_add_(0, r, g * (err + reg_b * br))
-            grads[3].index_add_(0, k, g * (err + reg_b * ck))
-        step_size = lr * lr_decay**epoch
-        for p, buf, gr in zip(params, bufs, grads, strict=True):
-            buf.mul_(momentum).add_(gr)
-            p.sub_(step_size * buf)
+            other_u[:, rank] = 1.0
+            other_v[:, rank] = 1.0
+        grad_u = torch.addcmul(reg_vec * wu, err[:, None], other_u).mul_(g)
+        grad_v = torch.addcmul(reg_vec * wv, err[:, None], other_v).mul_(g)
+        t_done[0] += 1
+        for a, index, w, m, grad in ((0, r, wu, mom_u, grad_u), (1, k, wv, mom_v, grad_v)):
+            # momentum m <- mu m + (summed) gradient; duplicates of a row write the same
+            moms[a].index_copy_(0, index, m.mul_(momentum))
+            moms[a].index_add_(0, index, grad)
+            sides[a].index_copy_(0, index, w.sub_(step_size[0] * moms[a].index_select(0, index)))
+            done[a].index_fill_(0, index, t_done[0])
+        if s == n_steps - 1:
+            flush()
         # the epoch-average loss per rating (the loop averages over steps)
         return float((err.pow(2) + pen).sum()) * n_steps / n
 
