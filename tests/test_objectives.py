@@ -398,7 +398,7 @@ def test_lazy_adam_equals_adam_when_every_row_has_a_gradient():
 
 def test_lazy_adam_moves_only_the_touched_rows_and_keeps_their_moments():
     p = torch.nn.Parameter(torch.zeros(5, 2))
-    opt = LazyAdam([p], lr=0.1, dense_fraction=1.0)  # (default: >5% of the rows: dense)
+    opt = LazyAdam([p], lr=0.1, dense_fraction=1.0)  # (default: >50% of the rows: dense)
     gather_rows(p, torch.tensor([1, 3])).sum().backward()
     opt.step()
     moved = p.detach().abs().sum(1) > 0
