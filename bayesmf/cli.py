@@ -233,8 +233,12 @@ def _sgd(args: argparse.Namespace, train):
 def _gibbs(args: argparse.Namespace, train):
     from bayesmf import inference, models
 
+    if args.likelihood != "gaussian":
+        raise UsageError("--model gibbs samples the Gaussian likelihood only: use --model bmf "
+                         "for --likelihood discretized")
     model = models.BayesianMF(train.n_rows, train.n_cols, rank=args.rank,
-                              biases=not args.no_biases, ard=args.ard, factor_means=args.ard)
+                              biases=not args.no_biases, ard=args.ard, factor_means=args.ard,
+                              implicit=args.implicit)
     return inference.fit_gibbs(model, train, num_samples=args.samples, burn_in=args.burn_in,
                                seed=args.seed, progress=None if not args.quiet else False)
 
@@ -245,7 +249,8 @@ def _svi_model(args: argparse.Namespace, train):
     if args.model == "bmf":
         return models.BayesianMF(train.n_rows, train.n_cols, rank=args.rank,
                                  biases=not args.no_biases, ard=args.ard,
-                                 factor_means=args.ard)
+                                 factor_means=args.ard, implicit=args.implicit,
+                                 likelihood=args.likelihood)
     if args.model == "sbm":
         return models.DPStochasticBlockModel(train.n_nodes, truncation=args.truncation,
                                              degree_correction=args.degree_correction)
@@ -257,7 +262,7 @@ def _svi_model(args: argparse.Namespace, train):
         raise UsageError("--side-info: this dataset has no item features")
     return models.BayesianNNMF(train.n_rows, train.n_cols, rank=args.rank,
                                bilinear_dims=args.bilinear_dims, hidden=hidden,
-                               item_features=feats)
+                               item_features=feats, likelihood=args.likelihood)
 
 
 def _svi(args: argparse.Namespace, train):
@@ -501,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ard", action="store_true",
                    help="bmf/gibbs: one prior scale per factor and latent factor means (the prior "
                    "of a Bayesian FM; best on MovieLens with --model gibbs)")
+    b.add_argument("--implicit", action="store_true",
+                   help="bmf/gibbs: implicit feedback (SVD++-style: each user also described by "
+                   "the items they rated, each item by its users)")
+    b.add_argument("--likelihood", choices=("gaussian", "discretized"), default="gaussian",
+                   help="bmf/nnmf: observation model; 'discretized' bins the Normal to the "
+                   "integer rating levels (predictions and intervals stay on the scale)")
     b.add_argument("--samples", type=int, default=150, help="gibbs: draws kept")
     b.add_argument("--burn-in", "--warmup", type=int, default=50, dest="burn_in",
                    help="gibbs: burn-in sweeps, discarded")

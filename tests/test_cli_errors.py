@@ -113,3 +113,11 @@ def test_checkpoint_of_other_data_is_refused(ratings_csv, tmp_path, capsys):
     assert main([*common, "--seed", "1"]) == 2
     _one_line_error(capsys, "training data differ", "--overwrite")
     assert main([*common, "--seed", "1", "--overwrite"]) == 0
+
+
+def test_gibbs_refuses_the_discretized_likelihood(ratings_csv, capsys):
+    _, path = ratings_csv
+    args = ["fit", "--ratings", str(path), "--rating-col", "stars", "--user-col", "uid",
+            "--item-col", "iid", "--model", "gibbs", "--likelihood", "discretized"]
+    assert main(args) == 2
+    _one_line_error(capsys, "--model bmf", "Gaussian")

@@ -16,16 +16,8 @@ from bayesmf.models.base import DiscretizedNormal, GaussianFactorModel, check_li
 N_ROWS, N_COLS = 60, 40
 
 
-class DiscreteMF(models.BayesianMF):
-    """BayesianMF with ``likelihood=``/``levels=`` passed through to GaussianFactorModel (the
-    constructor change BayesianMF itself takes)."""
-
-    def __init__(self, *args, likelihood: str = "discretized", levels=None, **kw) -> None:
-        super().__init__(*args, **kw)
-        self.likelihood_kind, self.levels = check_likelihood(likelihood, levels)
-
-    def config(self) -> dict:
-        return {**super().config(), **self.likelihood_config()}
+def DiscreteMF(*args, **kw) -> models.BayesianMF:  # noqa: N802  (reads like a class)
+    return models.BayesianMF(*args, **{"likelihood": "discretized", **kw})
 
 
 def stars(seed: int = 0) -> data.Ratings:
@@ -206,3 +198,18 @@ def test_save_load_keeps_the_likelihood(fits, tmp_path, monkeypatch):
     back = inference.load(tmp_path / "disc.pt")
     assert back.model.discrete and back.model.levels == (1, 5)
     torch.testing.assert_close(back.predict(test, seed=1), disc.predict(test, seed=1))
+
+
+def test_constructors_take_the_likelihood_and_gibbs_refuses_the_discretized_one():
+    train = stars()
+    m = models.BayesianMF(N_ROWS, N_COLS, rank=2, likelihood="discretized", levels=(1, 5))
+    assert m.discrete and m.config()["likelihood"] == "discretized"
+    assert m.config()["levels"] == [1, 5]
+    assert type(m)(**m.config()).discrete  # the config rebuilds the same model
+    nn_model = models.BayesianNNMF(N_ROWS, N_COLS, rank=2, bilinear_dims=2, hidden=(4,),
+                                   likelihood="discretized")
+    assert nn_model.discrete and not models.BayesianNNMF(N_ROWS, N_COLS).discrete
+    with pytest.raises(ValueError, match="Gaussian likelihood only"):
+        inference.fit_gibbs(m, train, num_samples=2, burn_in=0, progress=False)
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        models.BayesianMF(N_ROWS, N_COLS, likelihood="poisson")

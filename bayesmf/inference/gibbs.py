@@ -968,6 +968,13 @@ def fit_gibbs(
             f"fit_gibbs samples BayesianMF (conditionally conjugate); use fit_svi for "
             f"{type(model).__name__}"
         )
+    if getattr(model, "discrete", False):
+        raise ValueError(
+            "fit_gibbs samples the Gaussian likelihood only (its conditionals are conjugate); "
+            "fit likelihood='discretized' with fit_svi, or use likelihood='gaussian' and "
+            "map the predictive to the scale (diagnostics.interval_coverage(..., "
+            "discretize=True))"
+        )
     if num_samples < 1 or burn_in < 0 or thin < 1 or num_chains < 1 or not init_std > 0:
         raise ValueError(
             "need num_samples >= 1, burn_in >= 0, thin >= 1, num_chains >= 1 and init_std > 0"

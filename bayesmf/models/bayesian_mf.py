@@ -97,6 +97,12 @@ class BayesianMF(GaussianFactorModel):
         ``factor_means``, their own means. :meth:`setup` stores the normalised incidence of
         the training data (buffers ``implicit_row_*`` and ``implicit_col_*``); it must be
         called before the model is used (every fitter does).
+    likelihood : {"gaussian", "discretized"}
+        Observation model (see :class:`~bayesmf.models.base.GaussianFactorModel`):
+        ``"discretized"`` for integer ratings, a Normal binned to the levels, fitted by SVI
+        or NUTS (the conjugate Gibbs sampler needs the Gaussian).
+    levels : (int, int), optional
+        First and last rating level of the discretized likelihood (default: from the data).
 
     Examples
     --------
@@ -120,8 +126,10 @@ class BayesianMF(GaussianFactorModel):
         ard: bool = False,
         factor_means: bool = False,
         implicit: bool = False,
+        likelihood: str = "gaussian",
+        levels: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(n_rows, n_cols, global_mean)
+        super().__init__(n_rows, n_cols, global_mean, likelihood=likelihood, levels=levels)
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
         self.rank = int(rank)
@@ -145,6 +153,7 @@ class BayesianMF(GaussianFactorModel):
             "ard": self.ard,
             "factor_means": self.factor_means,
             "implicit": self.implicit,
+            **self.likelihood_config(),
         }
 
     # --------------------------------------------------------------- implicit feedback

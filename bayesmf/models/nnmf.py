@@ -80,6 +80,11 @@ class BayesianNNMF(GaussianFactorModel):
         Weight matrices whose rows (inputs) get one prior scale each (a site
         ``scale_W{l}`` of shape ``(n_in, 1)``) instead of one scale for the matrix:
         the first layer only (default), every layer, or none (the original model).
+    likelihood : {"gaussian", "discretized"}
+        Observation model (see :class:`~bayesmf.models.base.GaussianFactorModel`):
+        ``"discretized"`` for integer ratings, a Normal binned to the levels.
+    levels : (int, int), optional
+        First and last rating level of the discretized likelihood (default: from the data).
 
     Examples
     --------
@@ -110,8 +115,10 @@ class BayesianNNMF(GaussianFactorModel):
         init_embedding_std: float | None = None,
         init_weight_scale: float = 0.01,
         input_scales: str = "first",
+        likelihood: str = "gaussian",
+        levels: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(n_rows, n_cols, global_mean)
+        super().__init__(n_rows, n_cols, global_mean, likelihood=likelihood, levels=levels)
         if init_embedding_std is not None and not init_embedding_std > 0:
             raise ValueError(f"init_embedding_std must be positive, got {init_embedding_std}")
         if not init_weight_scale > 0:
@@ -172,6 +179,7 @@ class BayesianNNMF(GaussianFactorModel):
             "init_embedding_std": self.init_embedding_std,
             "init_weight_scale": self.init_weight_scale,
             "input_scales": self.input_scales,
+            **self.likelihood_config(),
         }
 
     def layer_sizes(self) -> list[int]:
