@@ -98,7 +98,7 @@ SMALL: dict[str, list[tuple[str, str]]] = {
     "models/bayesian-mf.md": [
         ("epochs=40", "epochs=3"),
         ("num_samples=100, burn_in=50", "num_samples=20, burn_in=10"),
-        ("epochs=60, lr=0.05, kl_warmup=20", "epochs=2, lr=0.05, kl_warmup=1"),
+        ("nnmf, train, progress=False)", "nnmf, train, epochs=2, kl_warmup=1, progress=False)"),
     ],
     "models/block-model.md": [("n_restarts=3,", "n_restarts=1, epochs=20,")],
     "models/meta-learning.md": [
