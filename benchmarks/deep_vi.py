@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_data_dir, mean_std, write_results  # noqa: E402
 
 from bayesmf import data, diagnostics, inference, models  # noqa: E402
+from bayesmf.inference.svi import svi_defaults  # noqa: E402
 
 PAPER = {"VI(3)": 0.902, "VI(3)+S": 0.898}
 LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         row["paper_rmse"] = PAPER.get(n)
         row["worst_split_rmse"] = max(r["rmse"] for r in rows)
         table[n] = row
-    defaults = {n: inference.svi_defaults(models.BayesianNNMF(
+    defaults = {n: svi_defaults(models.BayesianNNMF(
         R.n_rows, R.n_cols, item_features=R.col_features if n.endswith("+S") else None))
         for n in names}
     settings = {

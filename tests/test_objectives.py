@@ -9,7 +9,7 @@ import torch
 from pyro.infer import TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
-from bayesmf import models
+from bayesmf import data, models
 from bayesmf.data import Ratings
 from bayesmf.inference.guides import MeanFieldGuide, gather_rows
 from bayesmf.inference.loop import LazyAdam, train
@@ -471,7 +471,7 @@ def test_fit_svi_resumes_exactly_with_lazy_adam_state(tmp_path):
         return inference.fit_svi(model, train_r, **opts, **kw)
 
     straight = fit()
-    assert straight.settings["local_optimizer"] == "lazy_adam"
+    assert straight.settings["local_optimizer"] == "lazy_adam (axes longer than a batch)"
     ckpt = tmp_path / "svi.ckpt"
     first = fit(checkpoint=ckpt, checkpoint_every=1, stop_after=2)
     assert not first.settings["finished"]
@@ -527,3 +527,25 @@ def test_whole_sparse_step_touches_only_the_batch_rows():
     allowed[R.row_counts() == 0] = True
     assert changed.any() and not bool((changed & ~allowed).any())
     assert int(changed.sum()) <= int(allowed.sum()) < n_rows // 4
+
+
+def test_whole_rows_fixes_which_arrays_get_dense_gradients():
+    """With ``whole_rows`` an axis no longer than it is drawn whole at every step, also on a
+    short last batch, so its gradient is always dense and ``parameter_groups`` (same value)
+    puts it with the dense parameters; without it a short batch would gather it (sparse)."""
+    R, _ = data.synthetic_ratings(n_rows=30, n_cols=200, rank=2, density=0.3, seed=0)
+    m = models.BayesianMF(30, 200, rank=2)
+    m.setup(R)
+    guide = MeanFieldGuide(m, sparse_grads=True)
+    short = torch.arange(5)
+    local_elbo_loss(m, guide, R, short, whole_rows=50).backward()
+    assert not guide.locs["U"].grad.is_sparse  # 30 users <= 50: whole
+    assert guide.locs["V"].grad.is_sparse  # 200 items > 50: the batch's rows
+    guide.zero_grad()
+    local_elbo_loss(m, guide, R, short).backward()
+    assert guide.locs["U"].grad.is_sparse  # 30 users > 5 ratings: gathered
+    dense, sparse = guide.parameter_groups(whole_rows=50)
+    ids = {id(p) for p in sparse}
+    assert id(guide.locs["U"]) not in ids and id(guide.locs["V"]) in ids
+    assert id(guide.raw_scales["V"]) in ids and len(dense) + len(sparse) == len(
+        list(guide.parameters()))

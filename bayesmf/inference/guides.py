@@ -154,7 +154,9 @@ class MeanFieldGuide(nn.Module):
         """Names of the local arrays (see :func:`local_axis`), in the order of the specs."""
         return [s.name for s in self.specs if local_axis(s) is not None]
 
-    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    def parameter_groups(
+        self, whole_rows: int | None = None
+    ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """The parameters split into ``(dense, sparse)``.
 
         ``sparse`` are the locations and raw scales of the local arrays when
@@ -163,11 +165,22 @@ class MeanFieldGuide(nn.Module):
         :class:`torch.optim.SparseAdam`), else empty; ``dense`` are
         all the others.
 
+        Parameters
+        ----------
+        whole_rows : int, optional
+            The ``whole_rows`` of :func:`~bayesmf.inference.objectives.local_elbo_terms`:
+            local arrays of at most that many rows (twice as many for node arrays) are
+            drawn whole at every step, so their gradients are dense and they are ``dense``.
+
         Returns
         -------
         dense, sparse : list of nn.Parameter
         """
         local = self.local_names() if self.sparse_grads else []
+        if whole_rows is not None:
+            specs = {s.name: s for s in self.specs}
+            local = [n for n in local if specs[n].shape[0]
+                     > whole_rows * (2 if local_axis(specs[n]) == "node" else 1)]
         sparse = [d[n] for n in local for d in (self.locs, self.raw_scales)]
         ids = {id(p) for p in sparse}
         dense = [p for p in self.parameters() if id(p) not in ids]

@@ -182,18 +182,20 @@ class _AxisBatch:
 
 
 def _axis_batch(
-    idx: torch.Tensor, counts: AxisCounts, ratio: float, dtype: torch.dtype
+    idx: torch.Tensor, counts: AxisCounts, ratio: float, dtype: torch.dtype,
+    whole_at: int | None = None,
 ) -> _AxisBatch:
     """Rows of a minibatch, their inverse index and KL weights ``(# in batch) / c_u * n/b``.
 
     When the axis is no longer than the batch (most rows occur in it), the whole array is
     drawn: this avoids sorting the batch (``torch.unique``) and gathering parameters, and
     rows absent from the batch get weight 0 (rows without data weight 1), which is the
-    same estimate as gathering.
+    same estimate as gathering. ``whole_at`` (default ``len(idx)``) is the longest axis
+    drawn whole.
     """
     total, empty = counts.total, counts.empty
     n_axis = len(total)
-    if n_axis <= len(idx):
+    if n_axis <= (len(idx) if whole_at is None else whole_at):
         in_batch = torch.bincount(idx, minlength=n_axis)
         weight = in_batch / total.clamp(min=1) * ratio
         weight = torch.where(total == 0, torch.ones_like(weight), weight)
@@ -210,6 +212,7 @@ def local_elbo_terms(
     index: torch.Tensor | None = None,
     num_particles: int = 1,
     eps: Mapping[str, torch.Tensor] | None = None,
+    whole_rows: int | None = None,
 ) -> ELBOTerms:
     """The parts of an unbiased ``O(batch)`` ELBO estimate (see the module docstring).
 
@@ -232,6 +235,13 @@ def local_elbo_terms(
         Standard-normal noise of each site, shaped ``(num_particles, *site_shape)`` (the
         full arrays; local sites use the rows of the batch), instead of fresh draws: common
         random numbers for tests and variance-reduced comparisons.
+    whole_rows : int, optional
+        Draw a local array whole (dense gradient) when its axis has at most this many rows
+        (twice as many for node arrays, indexed by both ends of each pair); default: the
+        batch's length, which may differ between the batches of an epoch. A fixed value
+        (the batch size) keeps each array's gradients always dense or always sparse, so
+        that its parameters can be given to one optimiser
+        (:meth:`MeanFieldGuide.parameter_groups` with the same value).
 
     Returns
     -------
@@ -256,7 +266,8 @@ def local_elbo_terms(
     for axis in axes:
         idx = {"user": rows, "item": cols}.get(axis)
         idx = torch.cat([rows, cols]) if idx is None else idx
-        batch[axis] = _axis_batch(idx, data_counts(data, axis), ratio, values.dtype)
+        whole_at = None if whole_rows is None else whole_rows * (2 if axis == "node" else 1)
+        batch[axis] = _axis_batch(idx, data_counts(data, axis), ratio, values.dtype, whole_at)
     if "node" in batch:  # both ends of each pair index the node arrays
         local_rows, local_cols = batch["node"].inv[:b], batch["node"].inv[b:]
     else:
@@ -330,6 +341,7 @@ def local_elbo_loss(
     index: torch.Tensor | None = None,
     kl_weight: float = 1.0,
     num_particles: int = 1,
+    whole_rows: int | None = None,
 ) -> torch.Tensor:
     """Unbiased ``O(batch)`` estimate of the negative ELBO, KL weighted by ``kl_weight``.
 
@@ -353,6 +365,8 @@ def local_elbo_loss(
         Weight of the KL term in ``(0, 1]`` (KL warm-up); 1 is the plain negative ELBO.
     num_particles : int
         Monte Carlo draws of ``z``.
+    whole_rows : int, optional
+        Longest axis drawn whole (see :func:`local_elbo_terms`).
 
     Returns
     -------
@@ -373,5 +387,6 @@ def local_elbo_loss(
     """
     if not 0 < kl_weight <= 1:
         raise ValueError(f"kl_weight must be in (0, 1], got {kl_weight}")
-    terms = local_elbo_terms(model, guide, data, index, num_particles)
+    terms = local_elbo_terms(model, guide, data, index, num_particles,
+                             whole_rows=whole_rows)
     return terms.loss(kl_weight)
