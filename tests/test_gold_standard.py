@@ -196,12 +196,10 @@ def test_svi_predictive_sd_ratio_is_reported(nuts, gibbs, svi, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12: SVI defaults collapse; measured (2026-11-30): predictive means 0.26 "
-    "NUTS sd from the exact posterior on average, noise 0.377 vs 0.292, sd ratio 1.28",
-)
 def test_svi_predictive_mean_within_a_tenth_of_a_nuts_sd(nuts, gibbs, svi):
+    """With the defaults' 60 steps (one batch an epoch here) the fit stopped short of the
+    mean-field optimum: predictive means 0.26 NUTS sd off, noise 0.377 against 0.292. The
+    defaults now take at least 500 steps: 0.095 sd, noise 0.307, predictive sd ratio 0.99."""
     gaps = svi_gaps(nuts, gibbs, svi)
     assert gaps["mean_gap_sd"] < 0.1, gaps
 

@@ -116,6 +116,10 @@ def dedicated_engine(model: Any) -> Any:
     return None
 
 
+#: fewest optimiser steps of a fit with the default number of epochs
+MIN_DEFAULT_STEPS = 500
+
+
 def svi_defaults(model: Any) -> dict[str, Any]:
     """The settings ``fit_svi`` uses for ``model`` when the caller gives none.
 
@@ -215,7 +219,11 @@ def fit_svi(
     train : Ratings or Pairs
         Training observations of the model's shape (a network for the block model).
     epochs : int, optional
-        Passes over the training data (default: the model's, :func:`svi_defaults`).
+        Passes over the training data (default: the model's, :func:`svi_defaults`, and at
+        least enough for ``MIN_DEFAULT_STEPS`` (500) optimiser steps: a small data set in
+        one batch takes one step an epoch; on a 12 x 10 matrix 60 steps leave the noise
+        posterior at 0.377 against the exact 0.292, 500 steps reach the mean-field optimum,
+        0.307).
     batch_size : int or None
         Observations per minibatch (``None``: full batch). The likelihood is scaled by
         ``len(train) / batch_size``, so each step's ELBO estimate is unbiased.
@@ -308,7 +316,10 @@ def fit_svi(
             "inference.meta_train)"
         )
     defaults = svi_defaults(model)
-    epochs = defaults["epochs"] if epochs is None else epochs
+    if epochs is None:  # the model's epochs, and at least MIN_DEFAULT_STEPS steps
+        bs_ = len(train) if batch_size is None else min(batch_size, max(len(train), 1))
+        per_epoch = max(1, math.ceil(len(train) / max(bs_, 1)))
+        epochs = max(defaults["epochs"], math.ceil(MIN_DEFAULT_STEPS / per_epoch))
     if lr is None:
         lr = defaults["lr"]
         final_lr = defaults["final_lr"] if final_lr is None else final_lr
