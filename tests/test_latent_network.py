@@ -9,6 +9,7 @@ import pyro
 import pytest
 import torch
 
+import bayesmf
 from bayesmf import inference
 from bayesmf.data import Network, Pairs, holdout_pairs, synthetic_network
 from bayesmf.diagnostics import auc
@@ -144,3 +145,76 @@ def test_svi_fit_predicts_held_out_links_of_a_block_network() -> None:
     # the prediction is the posterior mean of the probability, not of the logit
     p_plugin = torch.sigmoid(m.mean(z, test.rows, test.cols).mean(0))
     assert not torch.allclose(p, p_plugin)
+
+
+# ------------------------------------------------------------------ pair covariates
+def _cn_features(net: Network) -> torch.Tensor:
+    """log1p(common neighbours) of every pair of ``net`` (the covariate before scaling)."""
+    A = net.adjacency.double()
+    return torch.log1p(A @ A).fill_diagonal_(0.0)
+
+
+def test_pair_covariates_use_training_links_only_and_are_stored() -> None:
+    net, _ = synthetic_network(40, n_blocks=2, p_in=0.5, p_out=0.05, seed=3)
+    train, test = holdout_pairs(net, 0.2, seed=0)
+    pairs = train.observed_pairs()
+    m = LatentFeatureNetwork(40, rank=2, pair_features=["common_neighbours", "adamic_adar"])
+    with pytest.raises(RuntimeError, match="setup"):
+        m.pair_covariates(test.rows, test.cols)
+    m.setup(pairs)
+    x_test = m.pair_covariates(test.rows, test.cols)
+    x_train = m.pair_covariates(pairs.rows, pairs.cols)
+    assert x_test.shape == (len(test), 2)
+    # the common-neighbour column is log1p(A_train^2) scaled by its sd over training pairs
+    F = _cn_features(train)
+    sd = F[pairs.i, pairs.j].std(unbiased=False)
+    torch.testing.assert_close(x_test[:, 0].double(), F[test.i, test.j] / sd, atol=1e-5, rtol=0)
+    torch.testing.assert_close(x_train[:, 0].double().std(unbiased=False),
+                               torch.tensor(1.0, dtype=torch.float64), atol=1e-5, rtol=0)
+    # ... and not those of the full network, whose held-out links would leak into it
+    leaked = _cn_features(net)[test.i, test.j] / sd
+    assert (leaked - x_test[:, 0].double()).abs().max() > 0.1
+    # symmetric, zero without common neighbours, and independent of held-out labels
+    torch.testing.assert_close(m.pair_covariates(test.cols, test.rows), x_test)
+    assert bool((x_test[F[test.i, test.j] == 0] == 0).all())
+    flipped = Pairs(test.i, test.j, 1 - test.labels, 40)
+    torch.testing.assert_close(m.pair_covariates(flipped.rows, flipped.cols), x_test)
+    # stored with the model: a model rebuilt from config + implicit state looks them up
+    again = LatentFeatureNetwork(**m.config())
+    again.set_implicit_state(m.implicit_state())
+    torch.testing.assert_close(again.pair_covariates(test.rows, test.cols), x_test)
+    assert LatentFeatureNetwork(40, rank=2).implicit_state() == {}
+
+
+def test_pair_covariates_enter_the_logit_with_coefficient_beta() -> None:
+    net, _ = synthetic_network(30, n_blocks=2, p_in=0.5, p_out=0.05, seed=4)
+    pairs = net.observed_pairs()
+    m = LatentFeatureNetwork(30, rank=2, pair_features="adamic_adar", global_mean=-1.0)
+    m.setup(pairs)
+    assert {s.name: s for s in m.latent_specs()}["beta"].dims == ("pair_feature",)
+    z = _draws(m, s=2)
+    x = m.pair_covariates(pairs.rows, pairs.cols)[:, 0]
+    assert x.abs().max() > 0
+    base = m.mean({**z, "beta": torch.zeros(2, 1)}, pairs.rows, pairs.cols)
+    z["beta"] = torch.tensor([[0.0], [1.5]])
+    eta = m.mean(z, pairs.rows, pairs.cols)
+    torch.testing.assert_close(eta[0], base[0])
+    torch.testing.assert_close(eta[1] - base[1], 1.5 * x)
+    plain = LatentFeatureNetwork(30, rank=2, global_mean=-1.0)
+    torch.testing.assert_close(plain.mean({k: v for k, v in z.items() if k != "beta"},
+                                          pairs.rows, pairs.cols), base)
+    with pytest.raises(ValueError, match="pair_features"):
+        LatentFeatureNetwork(30, pair_features="katz")
+
+
+def test_fit_with_pair_covariates_saves_and_reloads(tmp_path) -> None:
+    net, _ = synthetic_network(30, n_blocks=2, p_in=0.5, p_out=0.05, seed=5)
+    train, test = holdout_pairs(net, 0.2, seed=1)
+    m = LatentFeatureNetwork(30, rank=2, pair_features=("adamic_adar",))
+    fit = inference.fit_svi(m, train.observed_pairs(), epochs=30, batch_size=None, lr=0.05,
+                            seed=0, progress=False)
+    p = fit.predict(test, num_samples=20)
+    back = bayesmf.load(fit.save(tmp_path / "lfn.pt"))
+    torch.testing.assert_close(back.model.pair_covariates(test.rows, test.cols),
+                               m.pair_covariates(test.rows, test.cols))
+    torch.testing.assert_close(back.predict(test, num_samples=20), p)
