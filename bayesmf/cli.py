@@ -280,10 +280,15 @@ def _svi(args: argparse.Namespace, train):
     )
     if args.model == "sbm":
         options = {k: v for k, v in options.items() if v is not None or k == "batch_size"}
-        return inference.fit_sbm(model, train, n_restarts=args.restarts, **options)
+        return inference.fit_sbm(model, train, n_restarts=args.restarts or 3, **options)
     if args.model == "lfm":
         train = train.observed_pairs()
-    return inference.fit_svi(model, train, kl_warmup=args.kl_warmup, **options)
+    restarts = args.restarts or 1
+    if restarts > 1 and args.checkpoint:
+        raise UsageError("--restarts with --checkpoint: one checkpoint file cannot hold "
+                         "several fits; drop one of them")
+    return inference.fit_svi(model, train, kl_warmup=args.kl_warmup, restarts=restarts,
+                             **options)
 
 
 ENGINES = {"als": _als, "sgd": _sgd, "gibbs": _gibbs, "bmf": _svi, "nnmf": _svi, "sbm": _svi,
@@ -534,7 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh even if --checkpoint exists (overwrite it)")
     n = f.add_argument_group("networks")
     n.add_argument("--truncation", type=int, default=7, help="sbm: maximum number of clusters")
-    n.add_argument("--restarts", type=int, default=3, help="sbm: restarts (best kept)")
+    n.add_argument("--restarts", type=int, default=None,
+                   help="sbm: restarts, the best kept (default 3); bmf/nnmf/lfm: SVI fits from "
+                   "this many seeds, their posteriors averaged (a mixture; default 1)")
     n.add_argument("--degree-correction", action="store_true", help="sbm: per-node degree effects")
     f.add_argument("--seed", type=int, default=0, help="random seed (split and init)")
     f.add_argument("--out", default=None, help="folder for fit.pt and metrics.json")

@@ -56,8 +56,13 @@ def _deep(tr):
                                  batch_size=None, lr=1e-2)
 
 
+def _restarts(tr):
+    return inference.fit_svi(models.BayesianMF(*tr.shape, rank=2), tr, epochs=5,
+                             batch_size=None, lr=0.05, restarts=2)
+
+
 RATINGS_FITS = {"als": _als, "sgd": _sgd, "svi": _svi, "nnmf": _nnmf, "gibbs": _gibbs,
-                "deep_mf": _deep}
+                "deep_mf": _deep, "svi_restarts": _restarts}
 
 
 def _sbm(train_net):

@@ -426,7 +426,7 @@ def to_inference_data(
                     "density; az.loo on it is NOT leave-one-out (these ratings were never in "
                     "the fit): pass train= to get the training ratings here for az.loo"
                 )
-    if hasattr(fit, "guide"):
+    if getattr(fit, "variational", hasattr(fit, "guide")):
         attrs["loo_note"] = (
             "draws are from the variational approximation q, not the posterior: PSIS-LOO over "
             "them estimates leave-one-out under q, not posterior LOO"

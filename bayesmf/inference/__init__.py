@@ -30,6 +30,7 @@ from .loop import LoopResult
 from .maml import MAML, maml_train
 from .meta_posterior import MetaPosteriorFit, calibrate_posterior, fit_meta_posterior
 from .meta_train import MetaFit, MetaTrainResult, evaluate_episodes, load_meta_model, meta_train
+from .mixture import MixtureFit
 from .sbm import SBMFit, fit_sbm, load_sbm
 from .sgd import sgd_mf
 from .svi import VariationalFit, fit_svi
@@ -45,6 +46,7 @@ __all__ = [
     "MetaFit",
     "MetaPosteriorFit",
     "MetaTrainResult",
+    "MixtureFit",
     "NoPosteriorError",
     "ResumeMismatch",
     "SBMFit",

@@ -28,7 +28,7 @@ import torch
 
 from . import files
 
-__all__ = ["Fit", "NoPosteriorError", "load", "plain_settings", "data_info"]
+__all__ = ["Fit", "NoPosteriorError", "data_info", "fit_class", "load", "plain_settings"]
 
 _REGISTRY: dict[str, type[Fit]] = {}
 
@@ -172,6 +172,15 @@ class Fit(ABC):
             path, self.kind, self._payload(), fingerprint=self.train_fingerprint,
             settings=plain_settings(self.settings),
         )
+
+
+def fit_class(kind: str) -> type[Fit]:
+    """The fit class saved under the tag ``kind`` (a fit's ``kind``)."""
+    from .. import inference  # noqa: F401  (registers every fit kind)
+
+    if kind not in _REGISTRY:
+        raise KeyError(f"unknown fit kind {kind!r} (known: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[kind]
 
 
 def load(path: str | Path, device: str | torch.device | None = None) -> Fit:

@@ -31,6 +31,7 @@ from . import distributed, files
 from .fits import data_info
 from .guides import MeanFieldGuide
 from .loop import train as run_loop
+from .mixture import MixtureFit
 from .objectives import local_elbo_loss
 from .posterior import PosteriorFit
 
@@ -206,7 +207,8 @@ def fit_svi(
     resume: bool = True,
     stop_after: int | None = None,
     progress: bool | None = None,
-) -> VariationalFit:
+    restarts: int = 1,
+) -> VariationalFit | MixtureFit:
     """Fit a model by SVI with a mean-field guide and return the fitted posterior.
 
     Parameters
@@ -266,10 +268,14 @@ def fit_svi(
         Stop (as if killed) after this many epochs of this call.
     progress : bool, optional
         Show a tqdm bar (default: only in a terminal).
+    restarts : int
+        Fits from seeds ``seed, seed + 1, ...``; more than one returns their equal-weight
+        mixture (:class:`~bayesmf.inference.mixture.MixtureFit`: predictions average over
+        the restarts, each restart is an ArviZ chain). Not with ``checkpoint``.
 
     Returns
     -------
-    VariationalFit
+    VariationalFit or MixtureFit
 
     Notes
     -----
@@ -299,6 +305,20 @@ def fit_svi(
     >>> fit.predict(R).shape
     torch.Size([720])
     """
+    if restarts != 1:
+        if not (isinstance(restarts, int) and restarts >= 1):
+            raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
+        if dedicated_engine(model) is not None:
+            raise ValueError(f"restarts is for factor models; {type(model).__name__} has its "
+                             "own (fit_sbm(..., n_restarts=))")
+        if checkpoint is not None:
+            raise ValueError("restarts > 1 cannot share one checkpoint file: fit each seed "
+                             "with its own checkpoint and build MixtureFit from the fits")
+        kw = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "final_lr": final_lr,
+              "num_particles": num_particles, "clip_norm": clip_norm, "kl_warmup": kl_warmup,
+              "val": val, "patience": patience, "eval_every": eval_every,
+              "init_scale": init_scale, "device": device, "progress": progress}
+        return MixtureFit([fit_svi(model, train, seed=seed + r, **kw) for r in range(restarts)])
     dedicated = dedicated_engine(model)
     if dedicated is not None:  # e.g. the block model: closed-form q(Z) steps
         given = {"epochs": epochs, "lr": lr, "final_lr": final_lr, "kl_warmup": kl_warmup}

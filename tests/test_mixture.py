@@ -1,0 +1,70 @@
+"""SVI restarts as one posterior: the equal-weight mixture of the fits of several seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bayesmf import data, inference, load, models
+from bayesmf.inference import MixtureFit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def fits():
+    R, _ = data.synthetic_ratings(n_rows=30, n_cols=20, rank=2, density=0.4, noise=0.3, seed=0)
+    train, test = data.random_split(R, 0.2, seed=0)
+    opts = {"epochs": 20, "batch_size": None, "lr": 0.05, "progress": False}
+    mix = inference.fit_svi(models.BayesianMF(30, 20, rank=2), train, restarts=3, seed=5, **opts)
+    singles = [inference.fit_svi(models.BayesianMF(30, 20, rank=2), train, seed=5 + r, **opts)
+               for r in range(3)]
+    return mix, singles, train, test
+
+
+def test_restarts_are_the_seeds_fits_in_equal_shares(fits):
+    mix, singles, _, test = fits
+    assert isinstance(mix, MixtureFit) and mix.num_chains == 3
+    assert mix.settings["restarts"] == 3 and mix.shares(10) == [4, 3, 3]
+    for comp, single in zip(mix.components, singles, strict=True):  # seed, seed + 1, ...
+        for k, v in single.guide.state_dict().items():
+            assert torch.equal(v, comp.guide.state_dict()[k]), k
+    # draws: 300 from each component in turn, from one generator
+    z = mix.sample(900, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    for r, single in enumerate(singles):
+        torch.testing.assert_close(z["U"][300 * r : 300 * (r + 1)],
+                                   single.guide.sample_latents(300, generator=gen)["U"])
+    # so the predictive mean averages the components' predictive means
+    got = mix.predict(test, num_samples=900)
+    each = torch.stack([s.model.expected({k: v[300 * r : 300 * (r + 1)] for k, v in z.items()},
+                                         test.rows, test.cols).mean(0)
+                        for r, s in enumerate(singles)])
+    torch.testing.assert_close(got, each.mean(0))
+    assert float((each[0] - each[1]).abs().max()) > 1e-3  # the restarts do differ
+    lo, hi = mix.predict_interval(test, 0.9)
+    assert bool((lo < got).all() and (got < hi).all())
+
+
+def test_mixture_saves_loads_and_gives_arviz_chains(fits, tmp_path):
+    mix, _, train, test = fits
+    path = mix.save(tmp_path / "mix.pt")
+    back = load(path)
+    assert isinstance(back, MixtureFit) and back.num_chains == 3
+    torch.testing.assert_close(back.predict(test), mix.predict(test))
+    idata = mix.to_inference_data(test, train=train, num_samples=60)
+    assert idata.posterior.sizes["chain"] == 3 and idata.posterior.sizes["draw"] == 20
+    assert "q, not the posterior" in idata.posterior.attrs["loo_note"]
+
+
+def test_restarts_are_checked(fits):
+    _, _, train, _ = fits
+    m = models.BayesianMF(30, 20, rank=2)
+    with pytest.raises(ValueError, match="positive integer"):
+        inference.fit_svi(m, train, restarts=0)
+    with pytest.raises(ValueError, match="checkpoint"):
+        inference.fit_svi(m, train, restarts=2, checkpoint="x.ckpt")
+    with pytest.raises(ValueError, match="same model"):
+        other = inference.fit_svi(models.BayesianMF(30, 20, rank=3), train, epochs=2,
+                                  batch_size=None, progress=False)
+        MixtureFit([fits[1][0], other])
