@@ -38,11 +38,12 @@ PAPER = {"VI(3)": 0.902, "VI(3)+S": 0.898}
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 
 
-def fit_one(name: str, R: Any, train: Any, test: Any, seed: int) -> dict[str, float]:
+def fit_one(name: str, R: Any, train: Any, test: Any, seed: int,
+            restarts: int = 1) -> dict[str, float]:
     feats = R.col_features if name.endswith("+S") else None
     model = models.BayesianNNMF(R.n_rows, R.n_cols, item_features=feats)
     t0 = time.process_time()
-    fit = inference.fit_svi(model, train, seed=seed, progress=False)
+    fit = inference.fit_svi(model, train, seed=seed, progress=False, restarts=restarts)
     cpu = time.process_time() - t0
     pred = fit.predict(test, clamp=True)
     out = {"rmse": float(((pred - test.values) ** 2).mean().sqrt()), "cpu_s": cpu}
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", action="store_true", help="the validation carve of split 0")
     p.add_argument("--splits", type=int, default=5)
     p.add_argument("--models", default="VI(3),VI(3)+S")
+    p.add_argument("--restarts", type=int, default=1,
+                   help="fit_svi restarts (a mixture of the seeds' posteriors)")
+    p.add_argument("--splits-from", type=int, default=0, help="first split seed")
     p.add_argument("--data-dir", default=default_data_dir())
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -64,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     R = ds.to_ratings() if hasattr(ds, "to_ratings") else ds
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     per: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-    splits = [0] if args.val else list(range(args.splits))
+    splits = [0] if args.val else list(range(args.splits_from, args.splits_from + args.splits))
     for s in splits:
         train, test = data.random_split(R, 0.1, seed=s)
         if args.val:
             train, test = data.random_split(train, 0.1, seed=1000)
         for n in names:
-            per[n].append(fit_one(n, R, train, test, seed=0))
+            per[n].append(fit_one(n, R, train, test, seed=0, restarts=args.restarts))
             print(n, s, per[n][-1], flush=True)
     table: dict[str, dict[str, Any]] = {}
     for n, rows in per.items():
@@ -89,9 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": "validation carve of split 0 (random_split(train, 0.1, seed=1000))"
         if args.val else f"random_split(R, 0.1, seed=s), s = 0..{args.splits - 1}",
         "fit": "inference.fit_svi(model, train, seed=0) -- the library's defaults",
+        "restarts": args.restarts, "splits": splits,
         "svi_defaults": defaults, "threads": 1, "per_split": per,
     }
-    write_results("deep_vi_val" if args.val else "deep_vi", {"ml-100k": table}, settings)
+    name = "deep_vi_val" if args.val else "deep_vi"
+    if args.restarts > 1:
+        name += f"_restarts{args.restarts}"
+    if not args.val and (args.splits_from or args.splits != 5):
+        name += f"_splits{splits[0]}-{splits[-1]}"
+    write_results(name, {"ml-100k": table}, settings)
     return 0
 
 

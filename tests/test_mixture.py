@@ -68,3 +68,12 @@ def test_restarts_are_checked(fits):
         other = inference.fit_svi(models.BayesianMF(30, 20, rank=3), train, epochs=2,
                                   batch_size=None, progress=False)
         MixtureFit([fits[1][0], other])
+
+
+def test_plot_elbo_draws_one_trace_per_restart(fits):
+    from bayesmf.diagnostics import plot_elbo
+
+    fig = plot_elbo(fits[0])
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
+    assert labels == [f"ELBO per rating, restart {r}" for r in range(3)]
+    assert len(plot_elbo(fits[1][0]).axes[0].get_lines()) == 1

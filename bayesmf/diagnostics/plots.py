@@ -79,16 +79,21 @@ def plot_elbo(fit: Any, ax: Axes | None = None, path: str | Path | None = None) 
     """
     from matplotlib.ticker import MaxNLocator
 
-    history = getattr(fit, "history", {}) or {}
-    elbo = np.asarray(history.get("elbo", []), dtype=float)
-    if elbo.size == 0:
+    parts = list(getattr(fit, "components", None) or [fit])  # restarts: one line each
+    history = getattr(parts[0], "history", {}) or {}
+    elbos = [np.asarray((getattr(p, "history", {}) or {}).get("elbo", []), dtype=float)
+             for p in parts]
+    if elbos[0].size == 0:
         raise ValueError("the fit has no ELBO history")
     if ax is None:
         fig = new_figure(1, 6.0)
         ax = fig.axes[0]
     fig = ax.figure
-    epochs = np.arange(1, elbo.size + 1)
-    lines = ax.plot(epochs, elbo, color="C0", lw=1.5, label="ELBO per rating")
+    lines = []
+    for r, elbo in enumerate(elbos):
+        label = "ELBO per rating" if len(elbos) == 1 else f"ELBO per rating, restart {r}"
+        lines += ax.plot(np.arange(1, elbo.size + 1), elbo, color="C0", lw=1.5,
+                         alpha=1.0 if r == 0 else 0.5, label=label)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("ELBO per rating", color="C0")
