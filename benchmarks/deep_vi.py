@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         "svi_defaults": defaults, "threads": 1, "per_split": per,
     }
     name = "deep_vi_val" if args.val else "deep_vi"
+    if names != ["VI(3)", "VI(3)+S"]:
+        name += "_" + "_".join(n.replace("(", "").replace(")", "").replace("+", "")
+                               for n in names)
     if args.restarts > 1:
         name += f"_restarts{args.restarts}"
     if not args.val and (args.splits_from or args.splits != 5):
