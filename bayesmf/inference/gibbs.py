@@ -412,13 +412,17 @@ def _side(target: torch.Tensor, other: torch.Tensor, x: torch.Tensor, n_target: 
     cstep = block_cols or max(n_other, 1)
     n_cb = -(-max(n_other, 1) // cstep)
     tb, cb = target // step, other // cstep
-    order = torch.argsort(((tb * n_cb + cb) * n_target + target) * n_other + other)
+    # by (target, other), then stably by block: one int64 key would overflow at
+    # n_blocks * n_target * n_other > 2^63
+    order = torch.argsort(target * n_other + other)
+    block = tb * n_cb + cb
+    order = order[torch.argsort(block[order], stable=True)]
     itype = torch.int32 if max(len(x), n_other, n_target) < 2**31 - 1 else torch.int64
     t_sorted = target[order]
     col = (other - cb * cstep)[order].to(itype)
-    key = (tb * n_cb + cb)[order]
+    key = block[order]
     xs = x[order].to(dtype)
-    del order, tb, cb
+    del order, tb, cb, block
     ones = torch.ones_like(xs)
     # where each (target block, column block) starts in the sorted arrays
     bounds = torch.zeros(-(-max(n_target, 1) // step) * n_cb + 1, dtype=torch.int64,

@@ -215,12 +215,11 @@ def sgd_mf(
             done[a].zero_()
         t_done[0] = 0
 
-    def flush() -> None:  # every row caught up, written to the arrays
+    def flush() -> None:  # every row caught up (load() restarts the count), to the arrays
         for a, (f, bias) in enumerate(((U, b), (V, c))):
             w, m = catch_up(a, None)
             sides[a].copy_(w)
             moms[a].copy_(m)
-            done[a].fill_(t_done[0])
             f.copy_(w[:, :rank])
             if biases:
                 bias.copy_(w[:, rank])
