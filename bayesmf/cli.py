@@ -288,7 +288,7 @@ def _svi(args: argparse.Namespace, train):
         raise UsageError("--restarts with --checkpoint: one checkpoint file cannot hold "
                          "several fits; drop one of them")
     return inference.fit_svi(model, train, kl_warmup=args.kl_warmup, restarts=restarts,
-                             **options)
+                             row_covariance=args.row_covariance, **options)
 
 
 ENGINES = {"als": _als, "sgd": _sgd, "gibbs": _gibbs, "bmf": _svi, "nnmf": _svi, "sbm": _svi,
@@ -514,11 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--implicit", action="store_true",
                    help="bmf/gibbs: implicit feedback (SVD++-style: each user also described by "
                    "the items they rated, each item by its users)")
+    b.add_argument("--row-covariance", action="store_true",
+                   help="bmf/nnmf/lfm: a full covariance for each user's and item's latent "
+                   "vector in q (SVI), instead of the fully factorised guide")
     b.add_argument("--likelihood", choices=("gaussian", "discretized"), default="gaussian",
                    help="bmf/nnmf: observation model; 'discretized' bins the Normal to the "
                    "integer rating levels (predictions and intervals stay on the scale)")
-    b.add_argument("--samples", type=int, default=150, help="gibbs: draws kept")
-    b.add_argument("--burn-in", "--warmup", type=int, default=50, dest="burn_in",
+    b.add_argument("--samples", type=int, default=400, help="gibbs: draws kept per chain")
+    b.add_argument("--burn-in", "--warmup", type=int, default=200, dest="burn_in",
                    help="gibbs: burn-in sweeps, discarded")
     b.add_argument("--batch-size", type=int, default=None,
                    help="observations per minibatch (default 10000; sbm: all pairs)")
