@@ -115,6 +115,18 @@ def test_checkpoint_of_other_data_is_refused(ratings_csv, tmp_path, capsys):
     assert main([*common, "--seed", "1", "--overwrite"]) == 0
 
 
+def test_row_covariance_flag_reaches_the_guide(ratings_csv, tmp_path):
+    from bayesmf import inference
+
+    _, path = ratings_csv
+    run = tmp_path / "run"
+    assert main(["fit", "--ratings", str(path), "--user-col", "uid", "--item-col", "iid",
+                 "--rating-col", "stars", "--model", "bmf", "--rank", "2", "--epochs", "3",
+                 "--quiet", "--row-covariance", "--out", str(run)]) == 0
+    fit = inference.load(run / "fit.pt")
+    assert fit.guide.row_covariance and fit.guide.offdiag["U"].shape[-2:] == (2, 2)
+
+
 def test_gibbs_refuses_the_discretized_likelihood(ratings_csv, capsys):
     _, path = ratings_csv
     args = ["fit", "--ratings", str(path), "--rating-col", "stars", "--user-col", "uid",

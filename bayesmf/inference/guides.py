@@ -97,6 +97,16 @@ def gather_rows(param: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return _GatherRows.apply(param, index)
 
 
+def correlate(x: torch.Tensor, off: torch.Tensor | None, eps: torch.Tensor) -> torch.Tensor:
+    """``x + off @ eps`` row by row: the draws ``m + diag(s) eps`` of a mean-field row made
+    draws ``m + L eps`` of a row with covariance factor ``L = diag(s) + off`` (``off``:
+    ``(n, K, K)`` strictly lower triangular; ``eps``: ``(S, n, K)``); ``x`` if ``off`` is
+    ``None``."""
+    if off is None:
+        return x
+    return x + torch.einsum("nkj,snj->snk", off, eps)
+
+
 class MeanFieldGuide(nn.Module):
     """Fully factorized Gaussian / LogNormal guide for a :class:`GaussianFactorModel`.
 
@@ -114,6 +124,15 @@ class MeanFieldGuide(nn.Module):
         optimiser that takes sparse gradients (:class:`~bayesmf.inference.loop.LazyAdam`).
         Whole-array uses (the Pyro guide, :meth:`log_q`, ...) keep dense gradients. May be
         changed after construction (it is not part of the state).
+    row_covariance : bool
+        Give each row of a local real array of two dimensions (a user's or an item's
+        latent vector) a full covariance, ``q(u_n) = N(m_n, L_n L_n^T)`` with ``L_n`` lower
+        triangular (diagonal: the mean-field scales, strictly lower part: :attr:`offdiag`
+        times each row's scales, started at zero, i.e. at the mean-field guide); rows stay
+        independent. The factors
+        of one row are correlated in the posterior (the likelihood couples them through
+        ``u_n . v_m``), which a diagonal ``q`` can only match by shrinking its variances.
+        Costs ``K (K - 1) / 2`` more parameters per row.
 
     Examples
     --------
@@ -131,11 +150,15 @@ class MeanFieldGuide(nn.Module):
         init_scale: float | None = None,
         seed: int = 0,
         sparse_grads: bool = False,
+        row_covariance: bool = False,
     ) -> None:
         super().__init__()
         self.specs: list[LatentSpec] = model.latent_specs()
         self.sparse_grads = bool(sparse_grads)
         self._local = frozenset(s.name for s in self.specs if local_axis(s) is not None)
+        self.row_covariance = bool(row_covariance)
+        #: strictly lower-triangular factors of the rows' covariances (``row_covariance``)
+        self.offdiag = nn.ParameterDict()
         gen = torch.Generator().manual_seed(seed)
         self.locs = nn.ParameterDict()
         self.raw_scales = nn.ParameterDict()
@@ -148,7 +171,35 @@ class MeanFieldGuide(nn.Module):
                 s = spec.init_scale if init_scale is None else init_scale
             self.locs[spec.name] = nn.Parameter(loc)
             self.raw_scales[spec.name] = nn.Parameter(torch.full(spec.shape, _inv_softplus(s)))
+            if (self.row_covariance and spec.name in self._local and len(spec.shape) == 2
+                    and spec.shape[1] > 1):
+                self.offdiag[spec.name] = nn.Parameter(torch.zeros(*spec.shape, spec.shape[1]))
         self.to(model.device)
+
+    def row_factor(
+        self, name: str, index: torch.Tensor | None = None, scale: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The strictly lower-triangular part of the rows' covariance factors ``L_n`` of a
+        site, ``(n, K, K)`` (rows ``index``; gathered like :meth:`loc_scale`), or ``None``
+        when the site's rows are mean-field.
+
+        Entry ``(k, j)`` is ``offdiag[n, k, j] * scale[n, k]``: the parameters are relative
+        to the row's own scales (``L_n = diag(s_n) (I + tril(offdiag_n, -1))``), so that
+        Adam's first steps of a given size move a row's correlation, whatever its scale.
+        ``scale``: the rows' scales (:meth:`loc_scale`'s), when already at hand."""
+        if name not in self.offdiag:
+            return None
+        off = self.offdiag[name]
+        if index is not None:
+            off = gather_rows(off, index) if self.sparse_grads else off.index_select(0, index)
+        if scale is None:
+            scale = self.loc_scale(name, index)[1]
+        return off.tril(-1) * scale.unsqueeze(-1)
+
+    def _scale_tril(self, name: str) -> torch.Tensor:
+        off = self.row_factor(name)
+        assert off is not None
+        return off + torch.diag_embed(self.scale(name))
 
     def local_names(self) -> list[str]:
         """Names of the local arrays (see :func:`local_axis`), in the order of the specs."""
@@ -181,7 +232,8 @@ class MeanFieldGuide(nn.Module):
             specs = {s.name: s for s in self.specs}
             local = [n for n in local if specs[n].shape[0]
                      > whole_rows * (2 if local_axis(specs[n]) == "node" else 1)]
-        sparse = [d[n] for n in local for d in (self.locs, self.raw_scales)]
+        sparse = [d[n] for n in local for d in (self.locs, self.raw_scales, self.offdiag)
+                  if n in d]
         ids = {id(p) for p in sparse}
         dense = [p for p in self.parameters() if id(p) not in ids]
         return dense, sparse
@@ -220,6 +272,8 @@ class MeanFieldGuide(nn.Module):
 
     def distribution(self, spec: LatentSpec) -> dist.Distribution:
         loc, scale = self.locs[spec.name], self.scale(spec.name)
+        if spec.name in self.offdiag:  # one multivariate normal per row
+            return dist.MultivariateNormal(loc, scale_tril=self._scale_tril(spec.name)).to_event(1)
         if spec.positive:
             return dist.LogNormal(loc, scale).to_event(len(spec.shape))
         return dist.Normal(loc, scale).to_event(len(spec.shape))
@@ -237,7 +291,7 @@ class MeanFieldGuide(nn.Module):
         for spec in self.specs:
             loc, scale = self.locs[spec.name], self.scale(spec.name)
             eps = torch.randn((num_samples, *spec.shape), generator=generator, device=loc.device)
-            x = loc + scale * eps
+            x = correlate(loc + scale * eps, self.row_factor(spec.name), eps)
             out[spec.name] = x.exp() if spec.positive else x
         return out
 
@@ -258,6 +312,8 @@ class MeanFieldGuide(nn.Module):
             loc, s = self.locs[spec.name], self.scale(spec.name)
             if spec.positive:  # LogNormal standard deviation
                 out[spec.name] = ((s**2).exp() - 1).sqrt() * (loc + s**2 / 2).exp()
+            elif spec.name in self.offdiag:  # sqrt of the diagonal of L L^T
+                out[spec.name] = (s**2 + (self.row_factor(spec.name) ** 2).sum(-1)).sqrt()
             else:
                 out[spec.name] = s.clone()
         return out

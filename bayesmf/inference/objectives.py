@@ -50,7 +50,7 @@ from typing import Any
 import torch
 
 from ..models.base import prior_normal_params
-from .guides import LOCAL_AXES, MeanFieldGuide, local_axis
+from .guides import LOCAL_AXES, MeanFieldGuide, correlate, local_axis
 
 __all__ = [
     "AxisCounts",
@@ -157,12 +157,17 @@ def _getitem(t: torch.Tensor, index: Any) -> torch.Tensor:
 
 
 def _normal_kl(
-    loc: torch.Tensor, scale: torch.Tensor, p_loc: torch.Tensor, p_scale: torch.Tensor
+    loc: torch.Tensor, scale: torch.Tensor, p_loc: torch.Tensor, p_scale: torch.Tensor,
+    off: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Elementwise ``KL(N(loc, scale^2) || N(p_loc, p_scale^2))`` (broadcasting)."""
-    return (
-        p_scale.log() - scale.log() + (scale**2 + (loc - p_loc) ** 2) / (2 * p_scale**2) - 0.5
-    )
+    """Elementwise ``KL(N(loc, scale^2) || N(p_loc, p_scale^2))`` (broadcasting).
+
+    With ``off`` (``(n, K, K)`` strictly lower triangular), the KL of the rows
+    ``N(loc_n, L_n L_n^T)``, ``L_n = diag(scale_n) + off_n``, from the diagonal prior, split
+    over the K entries of each row: ``log|L_n| = sum_k log scale_nk`` and the trace adds
+    ``sum_j off_nkj^2`` to ``scale_nk^2`` (summed over a row, the exact KL)."""
+    var = scale**2 if off is None else scale**2 + (off**2).sum(-1)
+    return p_scale.log() - scale.log() + (var + (loc - p_loc) ** 2) / (2 * p_scale**2) - 0.5
 
 
 @dataclass(frozen=True)
@@ -284,19 +289,25 @@ def local_elbo_terms(
         axis = local_axis(spec)
         uniq = None if axis is None else batch[axis].uniq
         empty = None if axis is None else batch[axis].empty
+        e_off = None
         if uniq is not None and empty is not None and len(empty):
             # one gather for the batch's rows and the rows without data (one dense backward)
-            loc, scale = guide.loc_scale(spec.name, torch.cat([uniq, empty]))
+            both = torch.cat([uniq, empty])
+            loc, scale = guide.loc_scale(spec.name, both)
             loc, e_loc = loc[: len(uniq)], loc[len(uniq) :]
             scale, e_scale = scale[: len(uniq)], scale[len(uniq) :]
+            off = guide.row_factor(spec.name, both, torch.cat([scale, e_scale]))
+            if off is not None:
+                off, e_off = off[: len(uniq)], off[len(uniq) :]
         else:
             loc, scale = guide.loc_scale(spec.name, uniq)
+            off = guide.row_factor(spec.name, uniq, scale)
             empty = None
         if eps is None:
             noise = torch.randn((S, *loc.shape), device=loc.device, dtype=loc.dtype)
         else:
             noise = eps[spec.name] if uniq is None else eps[spec.name].index_select(1, uniq)
-        x = loc + scale * noise
+        x = correlate(loc + scale * noise, off, noise)
         shapes[spec.name] = tuple(loc.shape)
         nd = len(spec.shape)
         if spec.positive:
@@ -313,7 +324,7 @@ def local_elbo_terms(
             continue
         z[spec.name] = x
         p_loc, p_scale = prior_normal_params(spec, z, device, shapes)
-        kl = _normal_kl(loc, scale, p_loc, p_scale)  # (S?, *shape): S when hypers are drawn
+        kl = _normal_kl(loc, scale, p_loc, p_scale, off)  # (S?, *shape): S if hypers drawn
         if axis is None:
             kl = kl.flatten(kl.dim() - nd).sum(-1) if nd else kl
             kl_global = kl_global + (kl.mean(0) if kl.dim() else kl)
@@ -322,7 +333,7 @@ def local_elbo_terms(
         weighted = (per_row * batch[axis].weight).sum(-1)
         kl_local = kl_local + (weighted.mean(0) if weighted.dim() else weighted)
         if empty is not None:  # rows without data: their whole KL at every step
-            e_kl = _normal_kl(e_loc, e_scale, p_loc, p_scale)
+            e_kl = _normal_kl(e_loc, e_scale, p_loc, p_scale, e_off)
             e_kl = e_kl.flatten(e_kl.dim() - nd).sum(-1)
             kl_local = kl_local + (e_kl.mean(0) if e_kl.dim() else e_kl)
 
