@@ -13,7 +13,8 @@ With ``--val`` the same on the validation carve of split 0's training part
 
 Run::
 
-    .venv/bin/python benchmarks/deep_vi.py            # 5 splits, about 2 x 5 x 50 s
+    .venv/bin/python benchmarks/deep_vi.py            # 5 splits, about 2 x 5 x 130 s
+    .venv/bin/python benchmarks/deep_vi.py --restarts 1   # one seed per fit (-> _restarts1)
     .venv/bin/python benchmarks/deep_vi.py --val      # the validation carve of split 0
 """
 
@@ -39,11 +40,12 @@ LEVELS = (0.5, 0.8, 0.9, 0.95)
 
 
 def fit_one(name: str, R: Any, train: Any, test: Any, seed: int,
-            restarts: int = 1) -> dict[str, float]:
+            restarts: int | None = None, epochs: int | None = None) -> dict[str, float]:
     feats = R.col_features if name.endswith("+S") else None
     model = models.BayesianNNMF(R.n_rows, R.n_cols, item_features=feats)
     t0 = time.process_time()
-    fit = inference.fit_svi(model, train, seed=seed, progress=False, restarts=restarts)
+    fit = inference.fit_svi(model, train, seed=seed, progress=False, restarts=restarts,
+                            epochs=epochs)
     cpu = time.process_time() - t0
     pred = fit.predict(test, clamp=True)
     out = {"rmse": float(((pred - test.values) ** 2).mean().sqrt()), "cpu_s": cpu}
@@ -58,11 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", action="store_true", help="the validation carve of split 0")
     p.add_argument("--splits", type=int, default=5)
     p.add_argument("--models", default="VI(3),VI(3)+S")
-    p.add_argument("--restarts", type=int, default=1,
-                   help="fit_svi restarts (a mixture of the seeds' posteriors)")
+    p.add_argument("--restarts", type=int, default=None,
+                   help="fit_svi restarts (a mixture of the seeds' posteriors; default: the "
+                   "library's, 3 for these models)")
     p.add_argument("--splits-from", type=int, default=0, help="first split seed")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: one split, 3 epochs, one restart (not the defaults)")
     p.add_argument("--data-dir", default=default_data_dir())
     args = p.parse_args(argv)
+    if args.quick:
+        args.splits, args.restarts = 1, 1
     torch.set_num_threads(1)
     ds = data.load_movielens("100k", root=args.data_dir, download=False)
     R = ds.to_ratings() if hasattr(ds, "to_ratings") else ds
@@ -74,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.val:
             train, test = data.random_split(train, 0.1, seed=1000)
         for n in names:
-            per[n].append(fit_one(n, R, train, test, seed=0, restarts=args.restarts))
+            per[n].append(fit_one(n, R, train, test, seed=0, restarts=args.restarts,
+                                  epochs=3 if args.quick else None))
             print(n, s, per[n][-1], flush=True)
     table: dict[str, dict[str, Any]] = {}
     for n, rows in per.items():
@@ -93,16 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": "validation carve of split 0 (random_split(train, 0.1, seed=1000))"
         if args.val else f"random_split(R, 0.1, seed=s), s = 0..{args.splits - 1}",
         "fit": "inference.fit_svi(model, train, seed=0) -- the library's defaults",
-        "restarts": args.restarts, "splits": splits,
+        "restarts": args.restarts or {n: d.get("restarts", 1) for n, d in defaults.items()},
+        "splits": splits,
         "svi_defaults": defaults, "threads": 1, "per_split": per,
     }
-    name = "deep_vi_val" if args.val else "deep_vi"
+    name = "deep_vi_quick" if args.quick else "deep_vi_val" if args.val else "deep_vi"
     if names != ["VI(3)", "VI(3)+S"]:
         name += "_" + "_".join(n.replace("(", "").replace(")", "").replace("+", "")
                                for n in names)
-    if args.restarts > 1:
+    if args.restarts is not None and not args.quick:
         name += f"_restarts{args.restarts}"
-    if not args.val and (args.splits_from or args.splits != 5):
+    if not (args.val or args.quick) and (args.splits_from or args.splits != 5):
         name += f"_splits{splits[0]}-{splits[-1]}"
     write_results(name, {"ml-100k": table}, settings)
     return 0

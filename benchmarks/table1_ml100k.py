@@ -231,6 +231,17 @@ def build_model(name: str, R: Ratings) -> models.GaussianFactorModel:
     )
 
 
+def _library_defaults(name: str) -> dict[str, Any]:
+    """What ``fit_svi`` uses for a deep row run on the library's defaults (epochs, lr,
+    warm-up, restarts), recorded with the results."""
+    from bayesmf.inference.svi import svi_defaults
+
+    feats = torch.zeros(1682, 19) if name.endswith("+S") else None
+    return svi_defaults(models.BayesianNNMF(
+        943, 1682, rank=RANK, bilinear_dims=BILINEAR_DIMS, bilinear_rank=BILINEAR_RANK,
+        hidden=HIDDEN if name.startswith("VI(3)") else (), item_features=feats))
+
+
 def svi_settings(name: str, dataset: str, quick: bool) -> dict[str, Any]:
     """``fit_svi`` keyword arguments of model ``name`` (without unsupported options)."""
     kw = dict(SVI_SETTINGS[name], batch_size=BATCH_SIZE[dataset.split()[0]])
@@ -459,7 +470,8 @@ def _merge(old: dict[str, Any], results: dict[str, Any], settings: dict[str, Any
         old_settings.setdefault("per_split", {}).setdefault(dataset, {}).update(runs)
     old_settings["models"] = [m for m in ALL_MODELS
                               if any(m in t for t in merged.values())]
-    for key in ("svi", "tuning", "gibbs", "kl_warmup_used", "model_kwargs", "splits"):
+    for key in ("svi", "svi_library_defaults", "tuning", "gibbs", "kl_warmup_used",
+                "model_kwargs", "splits"):
         if isinstance(settings.get(key), dict):
             old_settings[key] = {**old_settings.get(key, {}), **settings[key]}
         elif key in settings:
@@ -470,6 +482,30 @@ def _merge(old: dict[str, Any], results: dict[str, Any], settings: dict[str, Any
     merged = {d: dict(sorted(t.items(), key=lambda kv: order.get(kv[0], 99)))
               for d, t in merged.items()}
     return merged, old_settings
+
+
+def _write(name: str, out_dir: Path, results: dict[str, Any], settings: dict[str, Any],
+           machine: dict[str, Any], earlier: dict[str, Any]) -> tuple[Path, Path]:
+    """The result files, with the comparison and paired tables ahead of the settings."""
+    json_path, md_path = write_results(name, results, settings, out_dir=out_dir,
+                                       machine=machine)
+    text = md_path.read_text()
+    title, sep, rest = text.partition("\n\n")
+    extra = summary_table(results, earlier) + "\n" + paired_table(settings["paired"])
+    md_path.write_text(title + sep + extra + "\n" + rest)
+    return json_path, md_path
+
+
+def _merge_files(out_dir: Path, name: str, other: Path) -> dict[str, Any]:
+    """Merge the runs recorded in ``other`` (a results JSON of this script) into ``name``'s."""
+    old = json.loads((out_dir / f"{name}.json").read_text())
+    new = json.loads(other.read_text())
+    results, settings = _merge(old, new["results"], new["settings"])
+    settings["paired"] = paired(settings["per_split"])
+    _write(name, out_dir, results, settings, old.get("machine", machine_info()),
+           _earlier(out_dir))
+    print(f"merged {other} into {out_dir / name}.json", flush=True)
+    return results
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -496,6 +532,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--merge", action="store_true",
                         help="update the models run in an existing results file, keeping "
                         "the others")
+    parser.add_argument("--merge-from", default=None, metavar="JSON",
+                        help="fit nothing: merge the runs of another results file (e.g. the "
+                        "u1-u5 splits run in a second process under another --name) into "
+                        "--name's")
     args = parser.parse_args(argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(names) - set(ALL_MODELS))
@@ -509,6 +549,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     name = args.name or ("table1_ml100k_quick" if args.quick else "table1_ml100k")
     out_dir = Path(args.out_dir) if Path(args.out_dir).is_absolute() else REPO / args.out_dir
+    if args.merge_from:
+        return _merge_files(out_dir, name, Path(args.merge_from))
     old = None
     if args.merge and (out_dir / f"{name}.json").exists():
         old = json.loads((out_dir / f"{name}.json").read_text())
@@ -549,6 +591,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "biasmf_als": ALS_SETTINGS,
             "svi": {m: svi_settings(m, "ml-100k", args.quick) for m in SVI_SETTINGS
                     if m in names},
+            "svi_library_defaults": {m: _library_defaults(m) for m in SVI_SETTINGS
+                                     if m in names and not SVI_SETTINGS[m]},
             "svi_batch_size": BATCH_SIZE,
             "gibbs": gibbs_settings(args.quick),
             "gibbs_models": {m: GIBBS_MODELS[m] for m in GIBBS_MODELS if m in names},
@@ -572,13 +616,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         if old is not None:
             results, settings = _merge(old, results, settings)
-            settings["paired"] = pairs = paired(settings["per_split"])
-        json_path, md_path = write_results(name, results, settings, out_dir=out_dir,
-                                           machine=machine)
-        text = md_path.read_text()
-        title, sep, rest = text.partition("\n\n")
-        extra = summary_table(results, earlier) + "\n" + paired_table(pairs)
-        md_path.write_text(title + sep + extra + "\n" + rest)
+            settings["paired"] = paired(settings["per_split"])
+        json_path, md_path = _write(name, out_dir, results, settings, machine, earlier)
         return json_path, md_path, results
 
     ds = load_movielens("100k", root=args.data_dir)

@@ -148,7 +148,7 @@ def test_kl_warmup_schedule_is_recorded(low_rank):
 def test_checkpoint_resume_equals_uninterrupted_run(low_rank, tmp_path):
     train, test, _ = low_rank
     opts = {"epochs": 6, "batch_size": 1000, "lr": 0.05, "seed": 3, "progress": False,
-            "val": test, "kl_warmup": 4}  # the KL warm-up spans the interruption
+            "val": test, "kl_warmup": 4, "restarts": 1}  # KL warm-up spans the break
 
     def make():
         return models.BayesianNNMF(train.n_rows, train.n_cols, rank=2, bilinear_dims=3, hidden=(4,))

@@ -115,6 +115,14 @@ def test_pareto_khat_result(tiny):
         pareto_khat(good, R, num_samples=10)
 
 
+@pytest.mark.parametrize(("khat", "words"), [(0.3, "can be trusted"), (0.6, "usable"),
+                                             (0.8, "misses part"), (5.0, "far from the joint")])
+def test_khat_reading_in_words(khat, words):
+    res = PSISResult(khat=khat, log_weights=np.full(100, -np.log(100)), ess=42.0)
+    assert words in res.reading and str(res) == res.reading
+    assert res.reading.startswith(f"k-hat {khat:.2f} (ESS 42 of 100 draws)")
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_khat_is_lower_for_a_converged_fit(tiny, seed):
     R, bad, good = tiny
@@ -198,3 +206,33 @@ def test_plot_ppc_writes_png(calibrated, tmp_path):
     cal = fig.axes[1].lines[-1]
     np.testing.assert_allclose(cal.get_xdata(), np.arange(1, 10) / 10)
     assert np.all((cal.get_ydata() >= 0) & (cal.get_ydata() <= 1))
+
+
+def test_pareto_khat_of_a_mixture_uses_the_mixture_density(tiny):
+    """Draws from each restart in turn, weighed against ``log (1/R) sum_r q_r``: a component's
+    own density alone would give other ratios (the two restarts differ)."""
+    from bayesmf.diagnostics.vi import log_joint
+
+    R, bad, good = tiny
+    mix = inference.MixtureFit([good, bad])
+    res = pareto_khat(mix, R, num_samples=40, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    z = [c.guide.sample_latents(20, generator=gen) for c in (good, bad)]
+    expected, own = [], []
+    with torch.no_grad():
+        for zc, c in zip(z, (good, bad), strict=True):
+            log_q = torch.stack([good.guide.log_q(zc), bad.guide.log_q(zc)]).double()
+            lj = log_joint(good.model, zc, R)
+            expected.append(lj - (torch.logsumexp(log_q, 0) - np.log(2)))
+            own.append(lj - c.guide.log_q(zc).double())
+    np.testing.assert_allclose(res.log_ratios, torch.cat(expected).numpy(), rtol=1e-6)
+    assert not np.allclose(res.log_ratios, torch.cat(own).numpy(), rtol=1e-3)
+    assert np.isfinite(res.khat)
+
+
+def test_pareto_khat_refuses_a_sampled_fit():
+    R, _ = data.synthetic_ratings(n_rows=12, n_cols=10, rank=1, density=0.6, seed=0)
+    fit = inference.fit_gibbs(models.BayesianMF(12, 10, rank=1), R, num_samples=5, burn_in=2,
+                              progress=False)
+    with pytest.raises(TypeError, match="variational fit"):
+        pareto_khat(fit, R, num_samples=30)

@@ -92,6 +92,31 @@ class PSISResult:
         self.ess = float(self.ess)
         self.reliable = bool(self.khat < self.threshold)
 
+    @property
+    def reading(self) -> str:
+        """What ``khat`` says about this fit, in words (Yao et al. 2018's thresholds)."""
+        n = len(self.log_weights)
+        head = f"k-hat {self.khat:.2f} (ESS {self.ess:.0f} of {n} draws): "
+        if self.khat < 0.5:
+            return head + ("q is close to the posterior; its means, intervals and "
+                           "importance-weighted estimates can be trusted.")
+        if self.khat < self.threshold:
+            return head + ("q is usable: its summaries are good approximations, and "
+                           "importance sampling with it converges, slowly.")
+        if self.khat < 1.0:
+            return head + ("q misses part of the posterior's mass: its variances and "
+                           "tail intervals are doubtful; check them against held-out "
+                           "coverage or an exact sampler (fit_gibbs, NUTS).")
+        return head + ("q is far from the joint posterior (usual for a mean-field q of "
+                       "thousands of latent entries, whose small errors add up over the "
+                       "dimensions): the importance ratios have no finite mean, so no "
+                       "reweighting can repair it. Its predictions may still be "
+                       "calibrated (interval_coverage on held-out data says), but read "
+                       "its posterior of single entries and of the noise as approximate.")
+
+    def __str__(self) -> str:
+        return self.reading
+
 
 # ------------------------------------------------------------------ densities
 def log_prior(model: GaussianFactorModel, z: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -305,6 +330,15 @@ def _psis(log_ratios: np.ndarray) -> tuple[np.ndarray, float, str]:
     return lw, k, "bayesmf"
 
 
+def _guides(fit: Any) -> list[Any]:
+    """The variational guide of ``fit``, or each component's of a mixture of SVI restarts."""
+    parts = getattr(fit, "components", None) or [fit]
+    if not all(hasattr(p, "guide") for p in parts):
+        raise TypeError(f"pareto_khat needs a variational fit (draws from q with a density), "
+                        f"got {type(fit).__name__} ({getattr(fit, 'inference_name', '?')})")
+    return [p.guide for p in parts]
+
+
 @torch.no_grad()
 def pareto_khat(fit: Any, data: Ratings, num_samples: int = 1000, seed: int = 0) -> PSISResult:
     """PSIS diagnostic of a variational fit (Yao et al. 2018, "Yes, but did it work?").
@@ -316,8 +350,9 @@ def pareto_khat(fit: Any, data: Ratings, num_samples: int = 1000, seed: int = 0)
 
     Parameters
     ----------
-    fit : VariationalFit
-        A fit from :func:`bayesmf.inference.fit_svi`.
+    fit : VariationalFit or MixtureFit
+        A fit from :func:`bayesmf.inference.fit_svi` (with ``restarts > 1``, the mixture
+        ``q = (1 / R) sum_r q_r`` of the restarts is the proposal).
     data : Ratings
         The training ratings of the fit (the likelihood of the joint density).
     num_samples : int
@@ -346,13 +381,20 @@ def pareto_khat(fit: Any, data: Ratings, num_samples: int = 1000, seed: int = 0)
     device = model.global_mean.device
     data = data.to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
+    guides = _guides(fit)
     ratios = []
     step = draw_chunk(model, len(data))
-    for a in range(0, num_samples, step):
-        s = min(step, num_samples - a)
-        z = fit.guide.sample_latents(s, generator=gen)
-        lr = log_joint(model, z, data) - fit.guide.log_q(z).double()
-        ratios.append(lr.cpu())
+    # a mixture's draws come from each component in turn (equal shares); its density is
+    # log q(z) = logsumexp_r log q_r(z) - log R
+    shares = [num_samples // len(guides) + int(r < num_samples % len(guides))
+              for r in range(len(guides))]
+    for guide, n in zip(guides, shares, strict=True):
+        for a in range(0, n, step):
+            s = min(step, n - a)
+            z = guide.sample_latents(s, generator=gen)
+            log_q = torch.stack([g.log_q(z).double() for g in guides])
+            log_q = torch.logsumexp(log_q, 0) - math.log(len(guides))
+            ratios.append((log_joint(model, z, data) - log_q).cpu())
     log_ratios = torch.cat(ratios).numpy()
     if not np.all(np.isfinite(log_ratios)):
         raise FloatingPointError("non-finite log importance ratios; is the fit diverged?")

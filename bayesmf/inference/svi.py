@@ -70,7 +70,10 @@ class VariationalFit(PosteriorFit):
     fit_seconds: float = 0.0
 
     kind = "VariationalFit"
-    inference_name = "SVI mean-field"
+
+    @property
+    def inference_name(self) -> str:  # type: ignore[override]
+        return "SVI row-covariance" if self.guide.row_covariance else "SVI mean-field"
 
     @property
     def elbo_history(self) -> list[float]:
@@ -92,7 +95,8 @@ class VariationalFit(PosteriorFit):
         cls, payload: dict[str, Any], device: str | torch.device | None = None
     ) -> VariationalFit:
         model = cls._model_from(payload)
-        guide = MeanFieldGuide(model)
+        guide = MeanFieldGuide(model, row_covariance=any(
+            k.startswith("offdiag.") for k in payload["guide"]))
         guide.load_state_dict(payload["guide"])
         if device is not None:
             model.to(device)
@@ -132,10 +136,12 @@ def svi_defaults(model: Any) -> dict[str, Any]:
     0.918); VI(3)+S 0.910 with 50 of warm-up, against 0.915 with 20 and 0.916 after 60
     epochs (``benchmarks/deep_vi.py --val``); with side features they take a larger step
     (0.914 at lr 0.05 against 0.921 at 0.03 after 60 epochs). Other models get a generic
-    schedule. Deep BNNs gain from ``fit_svi(..., restarts=3)`` (each seed ends in its own
-    mode; the mixture of three lowered VI(3)+S's test RMSE on 5/5 random splits, 0.9038 ->
-    0.8946, ``benchmarks/deep_vi.py --restarts 3``) at three times the cost; it is not the
-    default, so that ``fit_svi`` returns one :class:`VariationalFit` unless asked.
+    schedule. Deep BNNs are fitted from three seeds by default (``restarts``: each seed
+    ends in its own mode, and the equal-weight mixture of the three lowered the test RMSE on
+    5/5 random splits, VI(3) 0.8989 -> 0.8950 and VI(3)+S 0.9038 -> 0.8946,
+    ``benchmarks/deep_vi.py``), at three times the cost; ``restarts=1`` gives one
+    :class:`VariationalFit` (with its ``guide``) instead of a
+    :class:`~bayesmf.inference.mixture.MixtureFit`.
     """
     name = type(model).__name__
     if name == "BayesianMF":
@@ -146,7 +152,7 @@ def svi_defaults(model: Any) -> dict[str, Any]:
         side = any(getattr(model, f, None) is not None
                    for f in ("item_features", "user_features"))
         return {"epochs": 150, "lr": 0.05 if side else 0.03, "final_lr": 0.002,
-                "kl_warmup": 50 if side else 20}
+                "kl_warmup": 50 if side else 20, "restarts": 3}
     if name == "LatentFeatureNetwork":  # tuned on a validation carve of NIPS234 (links.py)
         return {"epochs": 3000, "lr": 0.08, "final_lr": 0.008, "kl_warmup": 1000}
     return {"epochs": 100, "lr": 0.05, "final_lr": None, "kl_warmup": 0}
@@ -211,6 +217,7 @@ def fit_svi(
     stop_after: int | None = None,
     progress: bool | None = None,
     restarts: int | None = None,
+    row_covariance: bool = False,
 ) -> VariationalFit | MixtureFit:
     """Fit a model by SVI with a mean-field guide and return the fitted posterior.
 
@@ -258,6 +265,10 @@ def fit_svi(
         without improvement.
     init_scale : float, optional
         Initial posterior standard deviation of the real arrays.
+    row_covariance : bool
+        A full covariance for each user's and each item's latent vector (rows still
+        independent; :class:`~bayesmf.inference.guides.MeanFieldGuide` ``row_covariance``)
+        instead of the fully factorised guide. Single process only.
     seed : int
         Seeds Pyro/torch, the initial guide and the minibatch order.
     device : str or torch.device, optional
@@ -275,7 +286,8 @@ def fit_svi(
         Fits from seeds ``seed, seed + 1, ...``; more than one returns their equal-weight
         mixture (:class:`~bayesmf.inference.mixture.MixtureFit`: predictions average over
         the restarts, each restart is an ArviZ chain). Not with ``checkpoint``. Default:
-        the model's (:func:`svi_defaults`; 1 for every model of the library).
+        the model's (:func:`svi_defaults`: 3 for a Bayesian NNMF with hidden layers, 1
+        otherwise, and 1 with ``checkpoint``).
 
     Returns
     -------
@@ -323,7 +335,8 @@ def fit_svi(
         kw = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "final_lr": final_lr,
               "num_particles": num_particles, "clip_norm": clip_norm, "kl_warmup": kl_warmup,
               "val": val, "patience": patience, "eval_every": eval_every,
-              "init_scale": init_scale, "device": device, "progress": progress}
+              "init_scale": init_scale, "device": device, "progress": progress,
+              "row_covariance": row_covariance}
         return MixtureFit([fit_svi(model, train, seed=seed + r, restarts=1, **kw)
                            for r in range(restarts)])
     dedicated = dedicated_engine(model)
@@ -382,13 +395,18 @@ def fit_svi(
         "num_particles": num_particles, "clip_norm": clip_norm, "kl_warmup": kl_warmup,
         "seed": seed, "patience": patience, "eval_every": eval_every,
         "init_scale": init_scale, "validated": val is not None,
+        "row_covariance": bool(row_covariance),
         # one process: rows of the local arrays stepped by a lazy Adam (O(batch) steps)
         "local_optimizer": "lazy_adam (axes longer than a batch)" if world == 1 else "adam",
     }
     if world > 1:
         settings["world_size"] = world
+        if row_covariance:
+            raise ValueError("row_covariance is for single-process fits (under torchrun the "
+                             "guide's Pyro KL has no closed form for it)")
     pyro.set_rng_seed(seed)
-    guide = MeanFieldGuide(model, init_scale=init_scale, seed=seed, sparse_grads=world == 1)
+    guide = MeanFieldGuide(model, init_scale=init_scale, seed=seed, sparse_grads=world == 1,
+                           row_covariance=row_covariance)
     # arrays no longer than a batch are drawn whole at every step (dense gradients, one
     # fused Adam); longer ones row by row (sparse gradients, LazyAdam)
     dense_params, sparse_params = guide.parameter_groups(whole_rows=bs)
