@@ -129,10 +129,9 @@ class MeanFieldGuide(nn.Module):
         latent vector) a full covariance, ``q(u_n) = N(m_n, L_n L_n^T)`` with ``L_n`` lower
         triangular (diagonal: the mean-field scales, strictly lower part: :attr:`offdiag`
         times each row's scales, started at zero, i.e. at the mean-field guide); rows stay
-        independent. The factors
-        of one row are correlated in the posterior (the likelihood couples them through
-        ``u_n . v_m``), which a diagonal ``q`` can only match by shrinking its variances.
-        Costs ``K (K - 1) / 2`` more parameters per row.
+        independent. The factors of one row are correlated in the posterior (the likelihood
+        couples them through ``u_n . v_m``), which a diagonal ``q`` can only match by
+        shrinking its variances. Costs ``K (K - 1) / 2`` more parameters per row.
 
     Examples
     --------
