@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -302,6 +303,30 @@ def test_a_warning_in_words_when_chains_disagree(monkeypatch, caplog):
                                   burn_in=2, num_chains=2, parallel=False, progress=False)
     assert "chains disagree" in caplog.text and "scale_U" in caplog.text
     assert set(fit.settings["rhat"]) >= {"noise", "scale_U", "scale_V"}
+    assert "disagree on the fitted values" in caplog.text  # median cell R-hat > 0.5 too
+
+
+def test_cell_rhat_is_the_rhat_of_the_fitted_values_at_sampled_cells(synthetic_fit):
+    from bayesmf.inference.gibbs import _cell_rhat
+
+    fit, train, _, _ = synthetic_fit
+    cells = fit.settings["rhat_cells"]
+    assert cells["cells"] == 200 and 0.0 <= cells["share_above"] <= 1.0
+    assert 1.0 - 1e-3 < cells["median"] <= cells["max"]
+    # recomputed by hand at the same cells (drawn from the seed) it is the same summary
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:200]
+    z = {k: v.reshape(-1, *v.shape[2:]) for k, v in fit.draws.items()}
+    f = fit.model.expected(z, train.rows[pick], train.cols[pick])
+    f = f.reshape(2, 150, 200).double().numpy()
+    r = [_rhat(f[:, :, j]) for j in range(200)]
+    assert cells["max"] == pytest.approx(max(r))
+    assert cells["median"] == pytest.approx(float(np.median(r)))
+    assert cells["share_above"] == pytest.approx(float(np.mean(np.array(r) > 1.01)))
+    # chains whose fitted values differ by a constant disagree at every cell
+    apart = {k: v.clone() for k, v in fit.draws.items()}
+    apart["col_bias"][1] += 1.0
+    moved = _cell_rhat(fit.model, apart, train, 0)
+    assert moved["share_above"] == 1.0 and moved["median"] > 1.5
 
 
 def test_gibbs_fit_converts_to_arviz_with_chains(synthetic_fit):
