@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pyro
 import pytest
 import torch
+from _ratings import distinct_ratings
 
 from bayesmf import data, inference, models
 from bayesmf.data import Ratings
@@ -18,14 +18,7 @@ f64 = torch.float64
 
 def _ratings(n_rows: int, n_cols: int, n: int, seed: int) -> Ratings:
     """``n`` distinct random entries, every row and column with at least one."""
-    rng = np.random.default_rng(seed)
-    flat = rng.choice(n_rows * n_cols, size=n, replace=False)
-    rows, cols = flat // n_cols, flat % n_cols
-    rows[:n_rows] = np.arange(n_rows)
-    cols[n_rows : n_rows + n_cols] = np.arange(n_cols)
-    pairs = np.unique(np.stack([rows, cols], 1), axis=0)
-    vals = rng.integers(1, 6, size=len(pairs)).astype(np.float32)
-    return Ratings(pairs[:, 0], pairs[:, 1], vals, shape=(n_rows, n_cols))
+    return distinct_ratings(n_rows, n_cols, n, seed)
 
 
 def _dense_incidence(R: Ratings) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from _ratings import distinct_ratings
 from pyro.infer import TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
@@ -23,16 +24,7 @@ from bayesmf.inference.objectives import (
 
 def _ratings(n_rows: int, n_cols: int, n: int, seed: int, empty_rows: int = 0) -> Ratings:
     """``n`` distinct random entries; the last ``empty_rows`` rows get none."""
-    rng = np.random.default_rng(seed)
-    filled = n_rows - empty_rows
-    flat = rng.choice(filled * n_cols, size=n, replace=False)
-    rows, cols = flat // n_cols, flat % n_cols
-    # make sure every non-empty row and every column has at least one entry
-    rows[:filled] = np.arange(filled)
-    cols[filled : filled + n_cols] = np.arange(n_cols)
-    pairs = np.unique(np.stack([rows, cols], 1), axis=0)
-    vals = rng.integers(1, 6, size=len(pairs)).astype(np.float32)
-    return Ratings(pairs[:, 0], pairs[:, 1], vals, shape=(n_rows, n_cols))
+    return distinct_ratings(n_rows, n_cols, n, seed, empty_rows)
 
 
 def _models(n_rows: int, n_cols: int) -> list[models.GaussianFactorModel]:

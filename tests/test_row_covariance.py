@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _ratings import distinct_ratings
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from bayesmf import data, inference, models
@@ -16,15 +17,7 @@ from bayesmf.inference.objectives import local_elbo_terms
 
 def _ratings(n_rows: int = 14, n_cols: int = 10, n: int = 70, seed: int = 0,
              empty_rows: int = 0) -> Ratings:
-    rng = np.random.default_rng(seed)
-    filled = n_rows - empty_rows
-    flat = rng.choice(filled * n_cols, size=n, replace=False)
-    rows, cols = flat // n_cols, flat % n_cols
-    rows[:filled] = np.arange(filled)
-    cols[filled : filled + n_cols] = np.arange(n_cols)
-    pairs = np.unique(np.stack([rows, cols], 1), axis=0)
-    vals = rng.integers(1, 6, size=len(pairs)).astype(np.float32)
-    return Ratings(pairs[:, 0], pairs[:, 1], vals, shape=(n_rows, n_cols))
+    return distinct_ratings(n_rows, n_cols, n, seed, empty_rows)
 
 
 def _guide(model: models.GaussianFactorModel, R: Ratings, seed: int = 0) -> MeanFieldGuide:

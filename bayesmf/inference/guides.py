@@ -196,9 +196,10 @@ class MeanFieldGuide(nn.Module):
         return off.tril(-1) * scale.unsqueeze(-1)
 
     def _scale_tril(self, name: str) -> torch.Tensor:
-        off = self.row_factor(name)
+        scale = self.scale(name)
+        off = self.row_factor(name, scale=scale)
         assert off is not None
-        return off + torch.diag_embed(self.scale(name))
+        return off + torch.diag_embed(scale)
 
     def local_names(self) -> list[str]:
         """Names of the local arrays (see :func:`local_axis`), in the order of the specs."""
@@ -290,7 +291,7 @@ class MeanFieldGuide(nn.Module):
         for spec in self.specs:
             loc, scale = self.locs[spec.name], self.scale(spec.name)
             eps = torch.randn((num_samples, *spec.shape), generator=generator, device=loc.device)
-            x = correlate(loc + scale * eps, self.row_factor(spec.name), eps)
+            x = correlate(loc + scale * eps, self.row_factor(spec.name, scale=scale), eps)
             out[spec.name] = x.exp() if spec.positive else x
         return out
 
@@ -312,7 +313,8 @@ class MeanFieldGuide(nn.Module):
             if spec.positive:  # LogNormal standard deviation
                 out[spec.name] = ((s**2).exp() - 1).sqrt() * (loc + s**2 / 2).exp()
             elif spec.name in self.offdiag:  # sqrt of the diagonal of L L^T
-                out[spec.name] = (s**2 + (self.row_factor(spec.name) ** 2).sum(-1)).sqrt()
+                off = self.row_factor(spec.name, scale=s)
+                out[spec.name] = (s**2 + (off**2).sum(-1)).sqrt()
             else:
                 out[spec.name] = s.clone()
         return out

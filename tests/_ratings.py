@@ -1,0 +1,22 @@
+"""Small random rating matrices shared by the tests (not a test module)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bayesmf.data import Ratings
+
+
+def distinct_ratings(n_rows: int, n_cols: int, n: int, seed: int,
+                     empty_rows: int = 0) -> Ratings:
+    """About ``n`` distinct random entries with integer values 1-5; every row but the last
+    ``empty_rows`` and every column has at least one entry, those rows none."""
+    rng = np.random.default_rng(seed)
+    filled = n_rows - empty_rows
+    flat = rng.choice(filled * n_cols, size=n, replace=False)
+    rows, cols = flat // n_cols, flat % n_cols
+    rows[:filled] = np.arange(filled)
+    cols[filled : filled + n_cols] = np.arange(n_cols)
+    pairs = np.unique(np.stack([rows, cols], 1), axis=0)
+    vals = rng.integers(1, 6, size=len(pairs)).astype(np.float32)
+    return Ratings(pairs[:, 0], pairs[:, 1], vals, shape=(n_rows, n_cols))
