@@ -269,6 +269,13 @@ def _svi(args: argparse.Namespace, train):
     from bayesmf import inference
 
     model = _svi_model(args, train)
+    if args.nuts:
+        if args.model == "sbm":
+            raise UsageError("--nuts samples continuous latents; the block model's cluster "
+                             "labels are discrete: drop --nuts for --model sbm")
+        pairs = train.observed_pairs() if args.model == "lfm" else train
+        return inference.fit_nuts(model, pairs, num_samples=args.samples, warmup=args.burn_in,
+                                  seed=args.seed, progress=None if not args.quiet else False)
     # None: the model's defaults (inference.svi_defaults; the block model's own for sbm)
     full_batch = args.model in ("sbm", "lfm")
     options: dict[str, Any] = dict(
@@ -520,9 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--likelihood", choices=("gaussian", "discretized"), default="gaussian",
                    help="bmf/nnmf: observation model; 'discretized' bins the Normal to the "
                    "integer rating levels (predictions and intervals stay on the scale)")
-    b.add_argument("--samples", type=int, default=400, help="gibbs: draws kept per chain")
+    b.add_argument("--nuts", action="store_true",
+                   help="bmf/nnmf/lfm: sample the exact posterior by NUTS instead of SVI "
+                   "(small data: hundreds of rows or nodes; --samples draws after --burn-in "
+                   "warm-up iterations)")
+    b.add_argument("--samples", type=int, default=400,
+                   help="gibbs/--nuts: draws kept per chain")
     b.add_argument("--burn-in", "--warmup", type=int, default=200, dest="burn_in",
-                   help="gibbs: burn-in sweeps, discarded")
+                   help="gibbs: burn-in sweeps; --nuts: warm-up iterations (discarded)")
     b.add_argument("--batch-size", type=int, default=None,
                    help="observations per minibatch (default 10000; sbm: all pairs)")
     b.add_argument("--lr", type=float, default=None,

@@ -42,6 +42,10 @@ bayesmf:
   * ``--restarts R`` (both LFN rows): ``R`` SVI fits from seeds ``0..R-1`` whose predictive
     link probabilities are averaged (an equal-weight mixture of the variational posteriors);
     the AUC of each restart is kept in the JSON (``restart_auc``).
+  * ``LatentFeatureNetwork (NUTS)``: the same model (the LFN row's rank) sampled by
+    :func:`bayesmf.inference.fit_nuts` (:data:`NUTS_SETTINGS`: two chains of 300 warm-up +
+    300 kept draws); prediction = mean link probability over the kept draws. Mean-field VI
+    keeps one mode of the node features per restart; NUTS averages over their posterior.
   * ``DP-SBM (T=30)``: :class:`bayesmf.models.DPStochasticBlockModel` fitted by
     :func:`bayesmf.inference.fit_sbm` (300 epochs, 3 restarts, as in ``table2_nips234.py``).
 peers (benchmark extras, skipped with a message when not importable):
@@ -129,6 +133,12 @@ LFN_DEFAULT = {"rank": 12, "lr": 0.08, "epochs": 3000}
 #: default ``--restarts``: SVI fits averaged per LFN row (the tuning fits one per setting)
 LFN_RESTARTS = 3
 SBM_SETTINGS = {"truncation": 30, "epochs": 300, "restarts": 3}
+#: the latent-feature model by NUTS: the LFN row's rank, two chains of 300 warm-up + 300 kept
+#: draws, at most 2^7 leapfrog steps a draw (on NIPS234 the adapted step size is about 0.015,
+#: so trajectories are long; depth 8 with 500 + 500 gave no better AUC on splits 0 and 2)
+NUTS_SETTINGS = {"rank": 12, "warmup": 300, "num_samples": 300, "max_tree_depth": 7,
+                 "chains": 2}
+NUTS_QUICK = {"warmup": 40, "num_samples": 40, "max_tree_depth": 5, "chains": 1}
 NUM_SAMPLES = 200
 
 #: Published held-out AUCs on NIPS234. Looked up with the search tool (corpus "pages"):
@@ -366,6 +376,25 @@ def _lfn_aa(train: Network, **kw: Any) -> Fitted:
     return _lfn(train, pair_features=("adamic_adar",), **kw)
 
 
+def _lfn_nuts(
+    train: Network, rank: int, warmup: int, num_samples: int, max_tree_depth: int,
+    chains: int, **_: Any,
+) -> Fitted:
+    """The latent-feature model sampled by NUTS (:func:`bayesmf.inference.fit_nuts`):
+    ``chains`` chains of ``warmup + num_samples``; prediction = mean link probability over
+    every kept draw."""
+    model = LatentFeatureNetwork(train.n_nodes, rank=rank)
+    fit = inference.fit_nuts(model, train.observed_pairs(), num_samples=num_samples,
+                             warmup=warmup, num_chains=chains, max_tree_depth=max_tree_depth,
+                             seed=0, progress=False)
+    _lfn_nuts.last = fit  # type: ignore[attr-defined]
+    info = {"divergences": int(sum(fit.history["divergences"])),
+            "step_size": [round(x, 5) for x in fit.history["step_size"]]}
+    if "rhat_cells" in fit.settings:
+        info["rhat_cells"] = fit.settings["rhat_cells"]
+    return Fitted(lambda p: fit.predict(p).double().numpy(), True, info)
+
+
 def _dpsbm(train: Network, truncation: int, epochs: int, restarts: int, **_: Any) -> Fitted:
     model = models.DPStochasticBlockModel(train.n_nodes, truncation=truncation)
     fit = inference.fit_sbm(model, train, epochs=epochs, n_restarts=restarts, seed=0,
@@ -437,6 +466,7 @@ def _graspologic(kind: str) -> Callable[[Network], Fitted]:
 MODELS: dict[str, tuple[str, Callable[..., Fitted], str | None, bool]] = {
     "lfn": ("bayesmf LatentFeatureNetwork", _lfn, None, True),
     "lfn_aa": ("bayesmf LFN + Adamic-Adar covariate", _lfn_aa, None, True),
+    "lfn_nuts": ("bayesmf LatentFeatureNetwork (NUTS)", _lfn_nuts, None, True),
     "sbm": ("bayesmf DP-SBM (T=30)", _dpsbm, None, True),
     "adamic_adar": ("Adamic-Adar (networkx)", _nx_index("adamic_adar"), "networkx", False),
     "common_neighbours": (
@@ -538,7 +568,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_tune = time.perf_counter() - t_tune
     log.warning("LFN settings: %s", lfn_params)
     sbm = dict(SBM_SETTINGS, **({"epochs": 80, "restarts": 1} if args.quick else {}))
-    params = {"lfn": {**lfn_params, **extra}, "lfn_aa": {**lfn_params, **extra}, "sbm": sbm}
+    nuts = dict(NUTS_SETTINGS, **(NUTS_QUICK if args.quick else {}))
+    params = {"lfn": {**lfn_params, **extra}, "lfn_aa": {**lfn_params, **extra}, "sbm": sbm,
+              "lfn_nuts": nuts}
 
     runs: dict[str, list[dict[str, float]]] = {m: [] for m in chosen}
     info: dict[str, list[dict[str, Any]]] = {m: [] for m in chosen}
@@ -572,15 +604,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 scores["auc"], scores["ap"], f"{scores['lpd']:.4f}" if "lpd" in scores else "n/a",
                 fit_s,
             )
-            if m in ("lfn", "lfn_aa") and seed == 0:
-                ppc[MODELS[m][0]] = _ppc(_lfn.last, train)  # type: ignore[attr-defined]
+            if m in ("lfn", "lfn_aa", "lfn_nuts") and seed == 0:
+                last = (_lfn_nuts if m == "lfn_nuts" else _lfn).last  # type: ignore[attr-defined]
+                ppc[MODELS[m][0]] = _ppc(last, train)
     return _collect(args, dataset, net, chosen, skipped, runs, info, pooled, ppc, params,
                     tuning, t_tune)
 
 
-def _ppc(fit: NetworkFit, train: Network):
+def _ppc(fit: Any, train: Network):
+    """Posterior predictive check of a fit on its training network (200 draws: from ``q``
+    for SVI, evenly thinned kept draws for NUTS)."""
     pairs = train.observed_pairs()
-    draws = fit.prob_draws(pairs, num_samples=200, seed=1).double().numpy()
+    if isinstance(fit, NetworkFit):
+        draws = fit.prob_draws(pairs, num_samples=200, seed=1)
+    else:
+        draws = fit.expected_draws(pairs, num_samples=200)
+    draws = draws.double().numpy()
     return network_ppc(draws, pairs.rows, pairs.cols, pairs.labels, train.n_nodes, seed=0)
 
 
@@ -665,7 +704,8 @@ def _collect(
         plots.append(path.name)
     ppc_summary = {}
     for label, check in ppc.items():
-        suffix = "" if label == MODELS["lfn"][0] else "_" + label.split(" + ")[-1].split()[0]
+        suffix = {MODELS["lfn"][0]: "", MODELS["lfn_aa"][0]: "_Adamic-Adar",
+                  MODELS["lfn_nuts"][0]: "_NUTS"}.get(label, "_" + label.split()[-1])
         path = out / f"links_ppc_{dataset}{suffix}.png"
         plot_network_ppc(check, title=f"{dataset}, split 0: {label}", path=path)
         plots.append(path.name)

@@ -78,3 +78,20 @@ def test_fit_sbm_nips234(data_dir, capsys, one_thread):
     assert rc == 0
     text = capsys.readouterr().out
     assert "n_nodes=234" in text and "test AUC" in text
+
+
+def test_fit_latent_feature_model_by_nuts_from_edge_list(tmp_path, capsys, one_thread):
+    out = tmp_path / "run"
+    rc = main(["fit", "--edges", str(_edge_csv(tmp_path)), "--model", "lfm", "--rank", "2",
+               "--nuts", "--samples", "30", "--burn-in", "30", "--quiet", "--out", str(out)])
+    assert rc == 0
+    assert "test AUC" in capsys.readouterr().out
+    fit = bayesmf.load(out / "fit.pt")
+    assert fit.inference_name == "NUTS" and fit.num_draws == 30
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["auc"] > 0.8
+
+
+def test_nuts_refuses_the_block_model(tmp_path, capsys):
+    rc = main(["fit", "--edges", str(_edge_csv(tmp_path)), "--model", "sbm", "--nuts"])
+    assert rc == 2
+    assert "--nuts" in capsys.readouterr().err

@@ -61,8 +61,13 @@ def _restarts(tr):
                              batch_size=None, lr=0.05, restarts=2)
 
 
+def _nuts(tr):
+    return inference.fit_nuts(models.BayesianMF(*tr.shape, rank=2), tr, num_samples=10,
+                              warmup=10, max_tree_depth=3)
+
+
 RATINGS_FITS = {"als": _als, "sgd": _sgd, "svi": _svi, "nnmf": _nnmf, "gibbs": _gibbs,
-                "deep_mf": _deep, "svi_restarts": _restarts}
+                "deep_mf": _deep, "svi_restarts": _restarts, "nuts": _nuts}
 
 
 def _sbm(train_net):
@@ -75,7 +80,13 @@ def _lfm(train_net):
                              train_net.observed_pairs(), epochs=5, batch_size=None, lr=0.05)
 
 
-NETWORK_FITS = {"sbm": _sbm, "lfm": _lfm}
+def _lfm_nuts(train_net):
+    return inference.fit_nuts(models.LatentFeatureNetwork(train_net.n_nodes, rank=2),
+                              train_net.observed_pairs(), num_samples=10, warmup=10,
+                              max_tree_depth=3)
+
+
+NETWORK_FITS = {"sbm": _sbm, "lfm": _lfm, "lfm_nuts": _lfm_nuts}
 
 
 def _check_contract(fit: Fit, test, tmp_path) -> None:
@@ -120,7 +131,7 @@ def test_network_fit_contract(name, network, tmp_path):
     _check_contract(NETWORK_FITS[name](train_net), test_pairs, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["svi", "gibbs"])
+@pytest.mark.parametrize("name", ["svi", "gibbs", "nuts"])
 def test_posterior_fits_convert_to_arviz(name, ratings):
     train, test = ratings
     fit = RATINGS_FITS[name](train)

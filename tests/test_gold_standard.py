@@ -1,7 +1,8 @@
 """Posteriors checked against a gold standard (issue 12, item 5).
 
-* NUTS (Pyro's, on the library's own ``BayesianMF.model``) and the Gibbs sampler agree on the
-  held-out latent function and the noise within Monte Carlo error;
+* NUTS (``inference.fit_nuts``: Pyro's, on the library's own ``BayesianMF.model``) and
+  the Gibbs sampler agree on the held-out latent function and the noise within Monte Carlo
+  error;
 * SVI with the library's defaults is measured against the exact posterior (NUTS, pooled with
   the Gibbs draws that agree with it);
 * simulation-based calibration (Talts et al. 2018) of the Gibbs sampler on data drawn from
@@ -19,7 +20,6 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from pyro.infer import MCMC, NUTS
 
 from bayesmf import data, inference, models
 from bayesmf.diagnostics.calibration import run_sbc, thin
@@ -106,18 +106,15 @@ def make_model(train) -> models.BayesianMF:
 
 @pytest.fixture(scope="module")
 def nuts(problem):
-    """Pyro's NUTS on the library's model (JIT-compiled potential; tree depth at most 5
-    keeps each iteration cheap and the chain valid)."""
+    """The library's NUTS engine (``fit_nuts``: Pyro's sampler on the model's own
+    ``model()``, JIT-compiled potential; tree depth at most 5 keeps each iteration cheap and
+    the chain valid)."""
     train, test = problem
     model = make_model(train)
-    pyro.set_rng_seed(0)
-    kernel = NUTS(model.model, jit_compile=True, ignore_jit_warnings=True, max_tree_depth=5)
-    mcmc = MCMC(kernel, num_samples=250, warmup_steps=100, num_chains=1,
-                disable_progbar=True)
-    mcmc.run(train)
-    draws = {k: v.unsqueeze(0) for k, v in mcmc.get_samples().items()}
-    pyro.clear_param_store()
-    return model, draws, posterior_summary(model, draws, test)
+    fit = inference.fit_nuts(model, train, num_samples=250, warmup=100, max_tree_depth=5,
+                             seed=0, progress=False)
+    assert fit.inference_name == "NUTS"
+    return model, chain_draws(fit), posterior_summary(model, chain_draws(fit), test)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ Engines (each returns a :class:`~bayesmf.inference.fits.Fit`, the one result int
 
 * :func:`fit_svi` — SVI with a mean-field guide built from the model's sites;
 * :func:`fit_gibbs` — blocked Gibbs sampling (several chains) of Bayesian MF;
+* :func:`fit_nuts` — NUTS (Pyro's) on any model with continuous latents, for small data;
 * :func:`fit_sbm` — the block model's mean-field VI (closed-form q(Z) steps);
 * :func:`als`, :func:`sgd_mf` — MAP matrix factorisation;
 * :func:`fit_deep_mf` — deep two-branch MF (MAP);
@@ -31,6 +32,7 @@ from .maml import MAML, maml_train
 from .meta_posterior import MetaPosteriorFit, calibrate_posterior, fit_meta_posterior
 from .meta_train import MetaFit, MetaTrainResult, evaluate_episodes, load_meta_model, meta_train
 from .mixture import MixtureFit
+from .nuts import fit_nuts
 from .sbm import SBMFit, fit_sbm, load_sbm
 from .sgd import sgd_mf
 from .svi import VariationalFit, fit_svi
@@ -58,6 +60,7 @@ __all__ = [
     "fit_deep_mf",
     "fit_gibbs",
     "fit_meta_posterior",
+    "fit_nuts",
     "fit_sbm",
     "fit_svi",
     "load",

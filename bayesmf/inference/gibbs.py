@@ -136,7 +136,12 @@ class SampleFit(PosteriorFit):
     fit_seconds: float = 0.0
 
     kind = "SampleFit"
-    inference_name = "Gibbs"
+
+    @property
+    def inference_name(self) -> str:  # type: ignore[override]
+        """The sampler that drew the chains: ``"Gibbs"`` (:func:`fit_gibbs`) or ``"NUTS"``
+        (:func:`~bayesmf.inference.fit_nuts`)."""
+        return str(self.settings.get("engine", "Gibbs"))
 
     @property
     def num_chains(self) -> int:
@@ -872,7 +877,7 @@ def _rhat(x: np.ndarray) -> float:
     return max(rhat(x), rhat(np.abs(x - np.median(x))))
 
 
-def _hyper_rhat(draws: dict[str, torch.Tensor], model: BayesianMF) -> dict[str, float]:
+def _hyper_rhat(draws: dict[str, torch.Tensor], model: Any) -> dict[str, float]:
     """R-hat of every hyper-parameter of a multi-chain run; an ARD scale vector is sorted
     first (its order statistics), since the factors' order is arbitrary in each chain."""
     out = {}
@@ -887,7 +892,7 @@ def _hyper_rhat(draws: dict[str, torch.Tensor], model: BayesianMF) -> dict[str, 
     return out
 
 
-def _cell_rhat(model: BayesianMF, draws: dict[str, torch.Tensor], train: Any, seed: int,
+def _cell_rhat(model: Any, draws: dict[str, torch.Tensor], train: Any, seed: int,
                cells: int = CELL_RHAT_CELLS) -> dict[str, float]:
     """R-hat of the fitted value ``E[y | z]`` at ``cells`` training cells drawn at random
     (seeded): ``share_above`` (the share above :data:`RHAT_WARN`), ``median``, ``max``.
@@ -895,7 +900,7 @@ def _cell_rhat(model: BayesianMF, draws: dict[str, torch.Tensor], train: Any, se
     The latent function mixes more slowly than the hyper-parameters: on MovieLens-100K with
     four chains of 200 + 400 sweeps, 27.5% of cells exceed 1.01 (median 1.005) although their
     draws are nearly independent within a chain (``benchmarks/chains.py``)."""
-    C, S = draws["noise"].shape[:2]
+    C, S = next(iter(draws.values())).shape[:2]
     n = min(cells, len(train))
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(train), generator=gen)[:n].to(train.rows.device)

@@ -70,6 +70,9 @@ from .bnn import ACTIVATIONS, mlp_forward
 
 __all__ = ["PAIR_FEATURES", "LatentFeatureNetwork", "pair_feature_matrix"]
 
+#: largest ``draws x N x N`` logit matrix :meth:`LatentFeatureNetwork.mean` builds at once
+DENSE_MAX = 1 << 24
+
 #: pair covariates of :class:`LatentFeatureNetwork` (``pair_features=``): the weight of a
 #: common neighbour ``k`` of ``i`` and ``j`` as a function of its degree ``d_k``
 PAIR_FEATURES = {
@@ -463,8 +466,22 @@ class LatentFeatureNetwork(BernoulliFactorModel):
     ) -> torch.Tensor:
         """Logit of the link probability of the pairs ``(rows, cols)``, shape ``(*S, n)``.
 
-        Symmetric in ``(rows, cols)``: swapping them gives the same logits.
+        Symmetric in ``(rows, cols)``: swapping them gives the same logits. Without hidden
+        layers, when the pairs are at least a quarter of all ``N^2`` (a whole network's
+        pairs, as in a full-batch fit or NUTS), the logits of every pair are computed at
+        once as an ``N x N`` matrix from two matrix products (:meth:`_dense_logits`) and
+        the pairs read from it: the same values as pair by pair up to rounding, and the
+        gradient several times cheaper than gathering ``U`` for each pair.
         """
+        N = self.n_nodes
+        S = z["U"].shape[:-2].numel()
+        if not self.hidden and 4 * rows.numel() >= N * N and S * N * N <= DENSE_MAX:
+            flat = self._dense_logits(z).flatten(-2)
+            eta = flat.index_select(-1, rows.long() * N + cols.long())
+            if self.pair_features:
+                x = self.pair_covariates(rows, cols)
+                eta = eta + (x * z["beta"].unsqueeze(-2)).sum(-1)
+            return eta
         u, v = take(z["U"], rows, 2), take(z["U"], cols, 2)
         prod = u * v
         eta = self.global_mean.expand(prod.shape[:-1])
@@ -481,4 +498,26 @@ class LatentFeatureNetwork(BernoulliFactorModel):
         if self.pair_features:
             x = self.pair_covariates(rows, cols)
             eta = eta + (x * z["beta"].unsqueeze(-2)).sum(-1)
+        return eta
+
+    def _dense_logits(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The logits (without pair covariates) of every ordered pair, ``(*S, N, N)``.
+
+        ``lam_k u_k v_k - w_k (u_k - v_k)^2 = (lam_k + 2 w_k) u_k v_k - w_k u_k^2 -
+        w_k v_k^2`` with ``w = rho^2``: one product ``(U diag(lam + 2w)) U^T`` and the
+        weighted squared norms of the rows.
+        """
+        U = z["U"]
+        weight = torch.zeros_like(U[..., :1, :])
+        eta = self.global_mean.expand(U.shape[:-2]).unsqueeze(-1).unsqueeze(-1)
+        if self.eigen:
+            weight = weight + z["lam"].unsqueeze(-2)
+        if self.distance:
+            w = z["rho"].unsqueeze(-2) ** 2
+            weight = weight + 2 * w
+            sq = (U * U * w).sum(-1)
+            eta = eta + z["alpha"][..., None, None] - sq.unsqueeze(-1) - sq.unsqueeze(-2)
+        eta = eta + (U * weight) @ U.transpose(-1, -2)
+        if self.biases:
+            eta = eta + z["b"].unsqueeze(-1) + z["b"].unsqueeze(-2)
         return eta
