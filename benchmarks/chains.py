@@ -12,7 +12,7 @@ thread). Results: ``benchmarks/results/chains.{json,md}``.
 
 Run::
 
-    .venv/bin/python benchmarks/chains.py                     # 50+150, 200+400, 500+1000
+    .venv/bin/python benchmarks/chains.py                     # 50+150 ... 1000+2000
     .venv/bin/python benchmarks/chains.py --lengths 50+150    # one length
 """
 
@@ -86,7 +86,7 @@ def _stationary_share(rho: float, kept: int, cells: int = CELLS, seed: int = 0) 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lengths", nargs="+", default=["50+150", "200+400", "500+1000"],
+    p.add_argument("--lengths", nargs="+", default=["50+150", "200+400", "500+1000", "1000+2000"],
                    help="burn-in+kept sweeps per chain")
     p.add_argument("--quick", action="store_true", help="smoke run: 10+20 sweeps only")
     p.add_argument("--data-dir", default=default_data_dir())

@@ -43,7 +43,7 @@ bayesmf:
     link probabilities are averaged (an equal-weight mixture of the variational posteriors);
     the AUC of each restart is kept in the JSON (``restart_auc``).
   * ``LatentFeatureNetwork (NUTS)``: the same model (the LFN row's rank) sampled by
-    :func:`bayesmf.inference.fit_nuts` (:data:`NUTS_SETTINGS`: two chains of 300 warm-up +
+    :func:`bayesmf.inference.fit_nuts` (:data:`NUTS_SETTINGS`: three chains of 300 warm-up +
     300 kept draws); prediction = mean link probability over the kept draws. Mean-field VI
     keeps one mode of the node features per restart; NUTS averages over their posterior.
   * ``DP-SBM (T=30)``: :class:`bayesmf.models.DPStochasticBlockModel` fitted by
@@ -133,11 +133,14 @@ LFN_DEFAULT = {"rank": 12, "lr": 0.08, "epochs": 3000}
 #: default ``--restarts``: SVI fits averaged per LFN row (the tuning fits one per setting)
 LFN_RESTARTS = 3
 SBM_SETTINGS = {"truncation": 30, "epochs": 300, "restarts": 3}
-#: the latent-feature model by NUTS: the LFN row's rank, two chains of 300 warm-up + 300 kept
-#: draws, at most 2^7 leapfrog steps a draw (on NIPS234 the adapted step size is about 0.015,
-#: so trajectories are long; depth 8 with 500 + 500 gave no better AUC on splits 0 and 2)
+#: the latent-feature model by NUTS: the LFN row's rank, three chains of 300 warm-up + 300
+#: kept draws, at most 2^7 leapfrog steps a draw. Tried on splits 0 and 2 before this run
+#: (one or two chains each): depth 8 with 500 + 500 gave no better AUC than depth 6-7; ranks
+#: 6 and 20 did worse than 12 on split 0 (0.901, 0.891 against 0.915-0.918); the Adamic-Adar
+#: covariate made it much worse (0.835, 0.843); single chains on split 0 range 0.89-0.92, so
+#: the row averages three
 NUTS_SETTINGS = {"rank": 12, "warmup": 300, "num_samples": 300, "max_tree_depth": 7,
-                 "chains": 2}
+                 "chains": 3}
 NUTS_QUICK = {"warmup": 40, "num_samples": 40, "max_tree_depth": 5, "chains": 1}
 NUM_SAMPLES = 200
 

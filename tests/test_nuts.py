@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pytest
 import torch
@@ -59,7 +61,9 @@ def test_fit_nuts_samples_a_network_model_and_predicts_held_out_links() -> None:
     assert set(fit.history) == {"divergences", "accept", "step_size"}
     assert len(fit.history["step_size"]) == 2 and all(s > 0 for s in fit.history["step_size"])
     assert set(fit.settings["rhat"]) >= {"scale_b", "scale_lam[sorted 0]"}
-    assert 0.0 <= fit.settings["rhat_cells"]["share_above"] <= 1.0
+    cells = fit.settings["rhat_cells"]  # on the logit scale: finite even where p rounds to 0
+    assert cells["cells"] > 0 and 0.0 <= cells["share_above"] <= 1.0
+    assert math.isfinite(cells["median"]) and cells["median"] >= 0.99
     p = fit.predict(test)
     assert ((p > 0) & (p < 1)).all()
     assert auc(test.labels, p) > 0.8  # two clear blocks: far better than chance
@@ -99,3 +103,18 @@ def test_fit_nuts_refuses_bad_settings(kw) -> None:
     R, _ = data.synthetic_ratings(n_rows=6, n_cols=5, rank=1, density=0.8, seed=0)
     with pytest.raises(ValueError):
         inference.fit_nuts(models.BayesianMF(6, 5, rank=1), R, **kw)
+
+
+def test_parallel_chains_draw_what_sequential_chains_draw() -> None:
+    R, _ = data.synthetic_ratings(n_rows=10, n_cols=8, rank=1, density=0.8, noise=0.3, seed=1)
+
+    def run(parallel: bool):
+        return inference.fit_nuts(models.BayesianMF(10, 8, rank=1), R, num_samples=8,
+                                  warmup=8, num_chains=2, max_tree_depth=3, seed=3,
+                                  parallel=parallel, progress=False)
+
+    seq, par = run(False), run(True)
+    assert par.settings["parallel"] and not seq.settings["parallel"]
+    for k in seq.draws:
+        assert torch.equal(seq.draws[k], par.draws[k]), k
+    assert not torch.equal(seq.draws["U"][0], seq.draws["U"][1])  # chains differ
