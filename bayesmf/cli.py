@@ -239,8 +239,10 @@ def _gibbs(args: argparse.Namespace, train):
     model = models.BayesianMF(train.n_rows, train.n_cols, rank=args.rank,
                               biases=not args.no_biases, ard=args.ard, factor_means=args.ard,
                               implicit=args.implicit)
-    return inference.fit_gibbs(model, train, num_samples=args.samples, burn_in=args.burn_in,
-                               seed=args.seed, progress=None if not args.quiet else False)
+    burn_in = 1000 if args.burn_in is None else args.burn_in
+    return inference.fit_gibbs(model, train, num_samples=args.samples, burn_in=burn_in,
+                               thin=args.thin, seed=args.seed,
+                               progress=None if not args.quiet else False)
 
 
 def _svi_model(args: argparse.Namespace, train):
@@ -274,7 +276,8 @@ def _svi(args: argparse.Namespace, train):
             raise UsageError("--nuts samples continuous latents; the block model's cluster "
                              "labels are discrete: drop --nuts for --model sbm")
         pairs = train.observed_pairs() if args.model == "lfm" else train
-        return inference.fit_nuts(model, pairs, num_samples=args.samples, warmup=args.burn_in,
+        warmup = 300 if args.burn_in is None else args.burn_in
+        return inference.fit_nuts(model, pairs, num_samples=args.samples, warmup=warmup,
                                   seed=args.seed, progress=None if not args.quiet else False)
     # None: the model's defaults (inference.svi_defaults; the block model's own for sbm)
     full_batch = args.model in ("sbm", "lfm")
@@ -533,8 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "warm-up iterations)")
     b.add_argument("--samples", type=int, default=400,
                    help="gibbs/--nuts: draws kept per chain")
-    b.add_argument("--burn-in", "--warmup", type=int, default=200, dest="burn_in",
-                   help="gibbs: burn-in sweeps; --nuts: warm-up iterations (discarded)")
+    b.add_argument("--burn-in", "--warmup", type=int, default=None, dest="burn_in",
+                   help="gibbs: burn-in sweeps (default 1000); --nuts: warm-up iterations "
+                   "(default 300); discarded")
+    b.add_argument("--thin", type=int, default=5,
+                   help="gibbs: keep every THIN-th sweep after the burn-in")
     b.add_argument("--batch-size", type=int, default=None,
                    help="observations per minibatch (default 10000; sbm: all pairs)")
     b.add_argument("--lr", type=float, default=None,

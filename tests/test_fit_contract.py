@@ -47,7 +47,7 @@ def _nnmf(tr):
 
 def _gibbs(tr):
     return inference.fit_gibbs(models.BayesianMF(*tr.shape, rank=2), tr, num_samples=20,
-                               burn_in=10)
+                               burn_in=10, thin=1)
 
 
 def _deep(tr):

@@ -193,7 +193,7 @@ def _small_problem(seed: int = 0):
 
 def test_scales_mix_across_chains_with_the_rescaling_move():
     R, _ = _small_problem()
-    kw = {"num_samples": 60, "burn_in": 20, "num_chains": 4, "parallel": False,
+    kw = {"num_samples": 60, "burn_in": 20, "thin": 1, "num_chains": 4, "parallel": False,
           "progress": False, "init_std": 0.5}
     fit = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, **kw)
     rhat = fit.settings["rhat"]
@@ -212,7 +212,8 @@ def synthetic_fit():
     )
     train, test = data.random_split(R, test_fraction=0.2, seed=0)
     fit = inference.fit_gibbs(models.BayesianMF(150, 100, rank=3), train, num_samples=150,
-                              burn_in=50, num_chains=2, parallel=False, seed=0, progress=False)
+                              burn_in=50, thin=1, num_chains=2, parallel=False, seed=0,
+                              progress=False)
     return fit, train, test, truth
 
 
@@ -258,7 +259,8 @@ def test_kept_draws_are_used_in_order_without_repetition(synthetic_fit):
 
 def test_parallel_chains_equal_sequential_chains():
     R, _ = _small_problem(1)
-    kw = {"num_samples": 10, "burn_in": 5, "num_chains": 2, "seed": 3, "progress": False}
+    kw = {"num_samples": 10, "burn_in": 5, "thin": 1, "num_chains": 2, "seed": 3,
+          "progress": False}
     seq = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2, ard=True), R, parallel=False,
                               **kw)
     par = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2, ard=True), R, parallel=True,
@@ -276,7 +278,7 @@ def test_parallel_chains_equal_sequential_chains():
 
 def test_warmup_is_a_deprecated_spelling_of_burn_in():
     R, _ = _small_problem()
-    kw = {"num_samples": 5, "seed": 1, "progress": False}
+    kw = {"num_samples": 5, "thin": 1, "seed": 1, "progress": False}
     with pytest.warns(DeprecationWarning, match="burn_in"):
         old = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, warmup=7, **kw)
     new = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, burn_in=7, **kw)
@@ -300,7 +302,7 @@ def test_a_warning_in_words_when_chains_disagree(monkeypatch, caplog):
     monkeypatch.setattr(gibbs, "RHAT_WARN", 0.5)  # every R-hat is above it
     with caplog.at_level(logging.WARNING, logger="bayesmf.inference.gibbs"):
         fit = inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, num_samples=10,
-                                  burn_in=2, num_chains=2, parallel=False, progress=False)
+                                  burn_in=2, num_chains=2, parallel=False, progress=False, thin=1)
     assert "chains disagree" in caplog.text and "scale_U" in caplog.text
     assert set(fit.settings["rhat"]) >= {"noise", "scale_U", "scale_V"}
     assert "disagree on the fitted values" in caplog.text  # median cell R-hat > 0.5 too
@@ -362,7 +364,7 @@ def test_ard_and_factor_means_run_under_gibbs_svi_and_arviz():
     def model():
         return models.BayesianMF(120, 90, rank=3, ard=True, factor_means=True)
 
-    fit = inference.fit_gibbs(model(), train, num_samples=100, burn_in=50, progress=False)
+    fit = inference.fit_gibbs(model(), train, num_samples=100, burn_in=50, progress=False, thin=1)
     assert fit.draws["scale_U"].shape == (1, 100, 3) and fit.draws["mean_V"].shape == (1, 100, 3)
     oracle = diagnostics.rmse(test.values, truth.expected(test.rows, test.cols))
     assert diagnostics.rmse(test.values, fit.predict(test)) < 1.12 * oracle

@@ -122,7 +122,7 @@ def gibbs(problem):
     train, test = problem
     model = make_model(train)
     fit = inference.fit_gibbs(model, train, num_samples=1000, burn_in=200, num_chains=2,
-                              seed=0, progress=False)
+                              seed=0, progress=False, thin=1)
     draws = chain_draws(fit)
     return model, draws, posterior_summary(model, draws, test)
 
@@ -230,7 +230,7 @@ def sbc(single_thread):
 
     def fit(model, ratings, seed):
         f = inference.fit_gibbs(model, ratings, num_samples=SBC_DRAWS * SBC_THIN,
-                                burn_in=60, seed=seed, progress=False)
+                                burn_in=60, seed=seed, progress=False, thin=1)
         return {k: torch.as_tensor(thin(v.numpy(), SBC_DRAWS))
                 for k, v in flat_draws(f).items()}
 

@@ -146,7 +146,7 @@ def _synthetic(seed: int = 0) -> tuple[Ratings, Ratings]:
 def test_gibbs_samples_the_implicit_model():
     train, test = _synthetic()
     m = models.BayesianMF(50, 36, rank=2, ard=True, factor_means=True, implicit=True)
-    fit = inference.fit_gibbs(m, train, num_samples=40, burn_in=40, progress=False)
+    fit = inference.fit_gibbs(m, train, num_samples=40, burn_in=40, progress=False, thin=1)
     for name, shape in (("Y_row", (36, 2)), ("Y_col", (50, 2)), ("scale_Y_row", (2,)),
                         ("mean_Y_col", (2,))):
         assert fit.draws[name].shape == (1, 40, *shape)
@@ -185,7 +185,8 @@ def test_rescaling_with_implicit_arrays_keeps_predictions():
 
 def test_parallel_chains_set_up_the_incidence_and_match_sequential():
     train, _ = _synthetic(1)
-    kw = {"num_samples": 5, "burn_in": 3, "num_chains": 2, "progress": False, "seed": 4}
+    kw = {"num_samples": 5, "burn_in": 3, "thin": 1, "num_chains": 2, "progress": False,
+          "seed": 4}
     m = models.BayesianMF(50, 36, rank=2, implicit=True)
     seq = inference.fit_gibbs(m, train, parallel=False, **kw)
     par = inference.fit_gibbs(models.BayesianMF(50, 36, rank=2, implicit=True), train,
@@ -197,7 +198,7 @@ def test_parallel_chains_set_up_the_incidence_and_match_sequential():
 def test_gibbs_fit_round_trip_keeps_the_incidence(tmp_path):
     train, test = _synthetic(2)
     m = models.BayesianMF(50, 36, rank=2, implicit=True)
-    fit = inference.fit_gibbs(m, train, num_samples=4, burn_in=3, progress=False)
+    fit = inference.fit_gibbs(m, train, num_samples=4, burn_in=3, progress=False, thin=1)
     path = tmp_path / "imp.pt"
     fit.save(path)
     back = inference.load(path)

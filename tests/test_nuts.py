@@ -91,7 +91,7 @@ def test_fit_nuts_is_reproducible_and_saved_as_nuts(tmp_path) -> None:
 def test_gibbs_fits_still_say_gibbs() -> None:
     R, _ = data.synthetic_ratings(n_rows=10, n_cols=8, rank=1, density=0.8, noise=0.3, seed=1)
     fit = inference.fit_gibbs(models.BayesianMF(10, 8, rank=1), R, num_samples=5, burn_in=2,
-                              progress=False)
+                              progress=False, thin=1)
     assert fit.inference_name == "Gibbs"
 
 

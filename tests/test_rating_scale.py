@@ -210,6 +210,6 @@ def test_constructors_take_the_likelihood_and_gibbs_refuses_the_discretized_one(
                                    likelihood="discretized")
     assert nn_model.discrete and not models.BayesianNNMF(N_ROWS, N_COLS).discrete
     with pytest.raises(ValueError, match="Gaussian likelihood only"):
-        inference.fit_gibbs(m, train, num_samples=2, burn_in=0, progress=False)
+        inference.fit_gibbs(m, train, num_samples=2, burn_in=0, progress=False, thin=1)
     with pytest.raises(ValueError, match="likelihood must be one of"):
         models.BayesianMF(N_ROWS, N_COLS, likelihood="poisson")

@@ -233,6 +233,6 @@ def test_pareto_khat_of_a_mixture_uses_the_mixture_density(tiny):
 def test_pareto_khat_refuses_a_sampled_fit():
     R, _ = data.synthetic_ratings(n_rows=12, n_cols=10, rank=1, density=0.6, seed=0)
     fit = inference.fit_gibbs(models.BayesianMF(12, 10, rank=1), R, num_samples=5, burn_in=2,
-                              progress=False)
+                              progress=False, thin=1)
     with pytest.raises(TypeError, match="variational fit"):
         pareto_khat(fit, R, num_samples=30)
