@@ -133,14 +133,13 @@ LFN_DEFAULT = {"rank": 12, "lr": 0.08, "epochs": 3000}
 #: default ``--restarts``: SVI fits averaged per LFN row (the tuning fits one per setting)
 LFN_RESTARTS = 3
 SBM_SETTINGS = {"truncation": 30, "epochs": 300, "restarts": 3}
-#: the latent-feature model by NUTS: the LFN row's rank, three chains of 300 warm-up + 300
-#: kept draws, at most 2^7 leapfrog steps a draw. Tried on splits 0 and 2 before this run
-#: (one or two chains each): depth 8 with 500 + 500 gave no better AUC than depth 6-7; ranks
-#: 6 and 20 did worse than 12 on split 0 (0.901, 0.891 against 0.915-0.918); the Adamic-Adar
-#: covariate made it much worse (0.835, 0.843); single chains on split 0 range 0.89-0.92, so
-#: the row averages three
-NUTS_SETTINGS = {"rank": 12, "warmup": 300, "num_samples": 300, "max_tree_depth": 7,
-                 "chains": 3}
+#: the latent-feature model by NUTS: the LFN row's rank (12 on NIPS234), three chains of
+#: 300 warm-up + 300 kept draws, at most 2^7 leapfrog steps a draw. Tried on splits 0 and 2
+#: before the committed run (one or two chains each): depth 8 with 500 + 500 gave no better
+#: AUC than depth 6-7; ranks 6 and 20 did worse than 12 on split 0 (0.901, 0.891 against
+#: 0.915-0.918); the Adamic-Adar covariate made it much worse (0.835, 0.843); single chains
+#: on split 0 range 0.89-0.92, so the row averages three
+NUTS_SETTINGS = {"warmup": 300, "num_samples": 300, "max_tree_depth": 7, "chains": 3}
 NUTS_QUICK = {"warmup": 40, "num_samples": 40, "max_tree_depth": 5, "chains": 1}
 NUM_SAMPLES = 200
 
@@ -389,7 +388,7 @@ def _lfn_nuts(
     model = LatentFeatureNetwork(train.n_nodes, rank=rank)
     fit = inference.fit_nuts(model, train.observed_pairs(), num_samples=num_samples,
                              warmup=warmup, num_chains=chains, max_tree_depth=max_tree_depth,
-                             seed=0, progress=False)
+                             seed=0, progress=False, parallel=False)  # one core, like the rest
     _lfn_nuts.last = fit  # type: ignore[attr-defined]
     info = {"divergences": int(sum(fit.history["divergences"])),
             "step_size": [round(x, 5) for x in fit.history["step_size"]]}
@@ -571,7 +570,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_tune = time.perf_counter() - t_tune
     log.warning("LFN settings: %s", lfn_params)
     sbm = dict(SBM_SETTINGS, **({"epochs": 80, "restarts": 1} if args.quick else {}))
-    nuts = dict(NUTS_SETTINGS, **(NUTS_QUICK if args.quick else {}))
+    nuts = dict(NUTS_SETTINGS, **(NUTS_QUICK if args.quick else {}), rank=lfn_params["rank"])
     params = {"lfn": {**lfn_params, **extra}, "lfn_aa": {**lfn_params, **extra}, "sbm": sbm,
               "lfn_nuts": nuts}
 
@@ -727,8 +726,10 @@ def _collect(
                 f"a nested 10% carve of split 0's training pairs, seed {VAL_SEED}; or "
                 "--rank/--lr/--epochs); "
             )
-            + f"LFN rows average the predictive of {args.restarts} SVI restart(s) (seeds "
-            f"0..{args.restarts - 1}); lpd = mean log p(y) per held-out "
+            + f"the SVI LFN rows average the predictive of {args.restarts} SVI restart(s) "
+            f"(seeds 0..{args.restarts - 1}); the NUTS row averages every kept draw of its "
+            f"chains (settings: params.lfn_nuts; chains one after the other on one core); "
+            f"lpd = mean log p(y) per held-out "
             f"pair, probabilities clipped to [{LPD_EPS}, 1 - {LPD_EPS}]"
         ),
         "params": params,

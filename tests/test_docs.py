@@ -100,7 +100,12 @@ SMALL: dict[str, list[tuple[str, str]]] = {
         ("num_samples=100, burn_in=50", "num_samples=20, burn_in=10"),
         ("nnmf, train, progress=False)", "nnmf, train, epochs=2, kl_warmup=1, progress=False)"),
     ],
-    "models/block-model.md": [("n_restarts=3,", "n_restarts=1, epochs=20,")],
+    "models/block-model.md": [
+        ("n_restarts=3,", "n_restarts=1, epochs=20,"),
+        ("epochs=3000, batch_size=None, restarts=3", "epochs=20, batch_size=None, restarts=1"),
+        ("num_samples=300, warmup=300, num_chains=3, max_tree_depth=7",
+         "num_samples=10, warmup=10, num_chains=1, max_tree_depth=3"),
+    ],
     "models/meta-learning.md": [
         ("steps=300", "steps=4"),
         ("eval_every=100", "eval_every=2"),
