@@ -529,6 +529,25 @@ def restart_aucs(fitted: Fitted, test: Pairs) -> list[float]:
     return [auc(y, member(test)) for member in fitted.members]
 
 
+def isolated_ceiling(train: Network, test: Pairs) -> dict[str, float]:
+    """How many held-out links touch a node without any training link, and the AUC ceiling
+    they leave: every other held-out pair ranked perfectly and the pairs of such nodes tied
+    below them (nothing in the training network tells these nodes apart; a reference rather
+    than a bound, since the other node of such a pair still tells something)."""
+    pairs = train.observed_pairs()
+    deg = np.zeros(train.n_nodes)
+    link = pairs.labels.numpy() > 0.5
+    np.add.at(deg, pairs.rows.numpy()[link], 1)
+    np.add.at(deg, pairs.cols.numpy()[link], 1)
+    y = test.labels.numpy() > 0.5
+    iso = np.minimum(deg[test.rows.numpy()], deg[test.cols.numpy()]) == 0
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    iso_pos, iso_neg = int((y & iso).sum()), int((~y & iso).sum())
+    below = iso_pos * (n_neg - iso_neg) + 0.5 * iso_pos * iso_neg
+    return {"links": float(n_pos), "links_at_isolated_nodes": float(iso_pos),
+            "auc_ceiling": 1.0 - below / max(n_pos * n_neg, 1)}
+
+
 def tune_lfn(
     net: Network, grid: list[dict[str, Any]], extra: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -578,8 +597,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info: dict[str, list[dict[str, Any]]] = {m: [] for m in chosen}
     pooled: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     ppc: dict[str, Any] = {}
+    ceilings = []
     for seed in range(args.splits):
         train, test = holdout_pairs(net, 0.1, seed=seed)
+        ceilings.append(isolated_ceiling(train, test))
         for m in chosen:
             t0, c0 = time.perf_counter(), time.process_time()
             try:
@@ -609,8 +630,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if m in ("lfn", "lfn_aa", "lfn_nuts") and seed == 0:
                 last = (_lfn_nuts if m == "lfn_nuts" else _lfn).last  # type: ignore[attr-defined]
                 ppc[MODELS[m][0]] = _ppc(last, train)
-    return _collect(args, dataset, net, chosen, skipped, runs, info, pooled, ppc, params,
-                    tuning, t_tune)
+    payload = _collect(args, dataset, net, chosen, skipped, runs, info, pooled, ppc, params,
+                       tuning, t_tune, ceilings)
+    return payload
 
 
 def _ppc(fit: Any, train: Network):
@@ -641,9 +663,15 @@ def paired_wins(
     return out
 
 
-def rebuild(out: Path) -> None:
-    """Re-render ``links.md`` (and the paired counts) from an existing ``links.json``."""
+def rebuild(out: Path, net: Network | None = None) -> None:
+    """Re-render ``links.md`` (and the paired counts) from an existing ``links.json``; with
+    the network, (re)compute the isolated-node ceilings of its splits too."""
     payload = json.loads((out / "links.json").read_text())
+    if net is not None:
+        splits = payload["settings"]["splits"]
+        payload["isolated_ceiling"] = {
+            d: [isolated_ceiling(*holdout_pairs(net, 0.1, seed=s)) for s in range(splits)]
+            for d in payload["per_split"]}
     for dataset, per in payload["per_split"].items():
         ours = [m for m in per if m.startswith("bayesmf")]
         payload["paired_auc_wins"][dataset] = paired_wins(per, ours)
@@ -665,6 +693,7 @@ def _collect(
     params: dict[str, Any],
     tuning: list[dict[str, Any]],
     tuning_s: float,
+    ceilings: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     out = Path(args.out)
     if not out.is_absolute():
@@ -763,6 +792,7 @@ def _collect(
         "calibration": {dataset: calib},
         "ppc": {dataset: ppc_summary or None},
         "references": REFERENCES if dataset == "NIPS234" else None,
+        "isolated_ceiling": {dataset: ceilings},
         "plots": plots,
     }
     json_path = out / "links.json"
@@ -801,6 +831,18 @@ def _markdown(payload: dict[str, Any], dataset: str) -> str:
     for m, rows in per.items():
         cells = ("failed" if r is None else f"{r['auc']:.4f}" for r in rows)
         md.append(f"| {m} | " + " | ".join(cells) + " |")
+    ceilings = (payload.get("isolated_ceiling") or {}).get(dataset)
+    if ceilings:
+        md.append("| held-out links at nodes without a training link | " + " | ".join(
+            f"{c['links_at_isolated_nodes']:.0f} of {c['links']:.0f}" for c in ceilings) + " |")
+        md.append("| AUC ceiling they leave (see below) | " + " | ".join(
+            f"{c['auc_ceiling']:.4f}" for c in ceilings) + " |")
+        mean = float(np.mean([c["auc_ceiling"] for c in ceilings]))
+        md += ["", "The ceiling: every other held-out pair ranked perfectly and the pairs of "
+               "nodes without any training link tied below them, since nothing in the "
+               f"training network tells those nodes apart (mean {mean:.4f}). A reference, not a "
+               "bound: a model may still rank such a pair above others through the other "
+               "node's sociability, and so pass it on a split."]
     md.append("")
     if payload["calibration"][dataset]:
         md += ["## Calibration of held-out link probabilities (pooled over splits)", "",
