@@ -118,3 +118,12 @@ def test_parallel_chains_draw_what_sequential_chains_draw() -> None:
     for k in seq.draws:
         assert torch.equal(seq.draws[k], par.draws[k]), k
     assert not torch.equal(seq.draws["U"][0], seq.draws["U"][1])  # chains differ
+
+
+def test_fit_nuts_takes_a_network_and_refuses_the_block_model() -> None:
+    net, _ = synthetic_network(20, n_blocks=2, p_in=0.5, p_out=0.05, seed=0)
+    fit = inference.fit_nuts(LatentFeatureNetwork(20, rank=1), net, num_samples=5, warmup=5,
+                             max_tree_depth=3, progress=False)
+    assert tuple(fit.train_info["shape"]) == net.observed_pairs().shape == (20, 20)
+    with pytest.raises(TypeError, match="fit_sbm"):
+        inference.fit_nuts(models.DPStochasticBlockModel(20, truncation=3), net)

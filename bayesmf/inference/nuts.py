@@ -106,8 +106,9 @@ def fit_nuts(
     model : FactorModel
         Any model of the library with continuous latent sites (its priors and hyper-priors
         are used as they are).
-    train : Ratings or Pairs
-        The training data (a network's :meth:`~bayesmf.data.Network.observed_pairs`).
+    train : Ratings, Pairs or Network
+        The training data (a network stands for its
+        :meth:`~bayesmf.data.Network.observed_pairs`).
     num_samples : int
         Draws kept per chain after the warm-up.
     warmup : int
@@ -154,6 +155,14 @@ def fit_nuts(
     >>> tuple(fit.predict(R).shape)
     (96,)
     """
+    if not isinstance(model, FactorModel):
+        raise TypeError(
+            f"fit_nuts samples the library's factor models, whose latents are continuous; "
+            f"{type(model).__name__} is not one (the block model's cluster labels are "
+            "discrete: fit it with fit_sbm)"
+        )
+    if hasattr(train, "observed_pairs"):  # a Network: its observed pairs i < j
+        train = train.observed_pairs()
     if num_samples < 1 or warmup < 0 or num_chains < 1 or max_tree_depth < 1:
         raise ValueError(
             "need num_samples >= 1, warmup >= 0, num_chains >= 1 and max_tree_depth >= 1"
