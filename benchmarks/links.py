@@ -67,6 +67,19 @@ Usage::
 
 Run it with the interpreter of ``.bench-venv`` (which holds networkx and graspologic) to
 include every peer.
+
+Other networks (``benchmarks/results/links_<name>/``), written as 0/1 CSVs with networkx and
+run with ``--adjacency FILE --out benchmarks/results/links_<name> --restarts 3`` and the
+LFN settings given::
+
+    G = nx.les_miserables_graph()                                    # lesmis: 77 nodes, 254
+    G = nx.LFR_benchmark_graph(250, 3, 1.5, 0.1, average_degree=5,   # lfr250: 250 nodes, 563
+                               min_community=20, seed=10)            # (self-loops removed)
+    A = (nx.to_numpy_array(G, nodelist=sorted(G), weight=None) > 0).astype(int)
+    np.savetxt("net.csv", A, fmt="%d", delimiter=",")
+
+(lesmis: ``--rank 24 --lr 0.03 --epochs 1500``, what the nested-validation tuning chose in
+an earlier run; lfr250: ``--rank 16 --lr 0.05 --epochs 2000``, given, not tuned.)
 """
 
 from __future__ import annotations
