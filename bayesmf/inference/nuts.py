@@ -5,10 +5,12 @@
 posterior of any model whose latent sites are continuous (``BayesianMF``, ``BayesianNNMF``,
 ``LatentFeatureNetwork``, ...) with the No-U-Turn sampler of Pyro (``pyro.infer.NUTS``,
 Hoffman & Gelman 2014) on the model's full-data log density, positive sites on the log
-scale. Nothing is approximated beyond Monte Carlo error, which makes it the gold standard of
-``tests/test_gold_standard.py`` and, on a network of a few hundred nodes, the most accurate
-engine for :class:`~bayesmf.models.LatentFeatureNetwork` (``benchmarks/links.py``): mean-field
-VI keeps one mode of each node's features, NUTS averages over the posterior's spread.
+scale. Where its chains mix, nothing is approximated beyond Monte Carlo error: on a small
+``BayesianMF`` it is the gold standard of ``tests/test_gold_standard.py``. On the NIPS234
+network (``benchmarks/links.py``) the latent-feature model by NUTS ranks held-out links a
+little better than by mean-field SVI (AUC 0.935 against 0.933, average precision 0.730
+against 0.675), although each chain, like each SVI restart, stays in one of the posterior's
+modes (R-hat of the logits well above 1.01, which the warning reports).
 
 Cost: every leapfrog step evaluates the gradient of the whole log density (all ratings or
 pairs), and a draw takes up to ``2 ** max_tree_depth`` of them, so NUTS is for hundreds to a
