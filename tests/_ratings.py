@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from bayesmf.data import Ratings
+from bayesmf.inference.objectives import local_elbo_terms
 
 
 def distinct_ratings(n_rows: int, n_cols: int, n: int, seed: int,
@@ -20,3 +22,20 @@ def distinct_ratings(n_rows: int, n_cols: int, n: int, seed: int,
     pairs = np.unique(np.stack([rows, cols], 1), axis=0)
     vals = rng.integers(1, 6, size=len(pairs)).astype(np.float32)
     return Ratings(pairs[:, 0], pairs[:, 1], vals, shape=(n_rows, n_cols))
+
+
+def even_ratings(n_rows: int, n_cols: int, n: int, seed: int, parts: int,
+                 empty_rows: int = 0) -> Ratings:
+    """:func:`distinct_ratings` cut to a multiple of ``parts`` entries."""
+    R = distinct_ratings(n_rows, n_cols, n, seed, empty_rows)
+    m = len(R) - len(R) % parts
+    return Ratings(R.rows[:m], R.cols[:m], R.values[:m], shape=R.shape)
+
+
+def partition_terms(model, guide, R: Ratings, eps, particles: int, parts: int, seed: int = 1):
+    """The full-batch ELBO terms with draws ``eps`` and those of each batch of a random
+    partition of ``R`` into ``parts`` equal batches (same draws)."""
+    full = local_elbo_terms(model, guide, R, None, particles, eps)
+    perm = torch.randperm(len(R), generator=torch.Generator().manual_seed(seed))
+    return full, [local_elbo_terms(model, guide, R, idx, particles, eps)
+                  for idx in perm.chunk(parts)]

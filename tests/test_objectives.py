@@ -6,7 +6,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from _ratings import distinct_ratings
+from _ratings import distinct_ratings, even_ratings, partition_terms
 from pyro.infer import TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
@@ -145,15 +145,10 @@ def test_minibatch_likelihood_uses_the_right_rows_and_features(k):
 def test_minibatch_estimate_is_unbiased_over_a_partition(k):
     """With the same draws of z, the mean of the minibatch estimates over the batches of
     any partition into equal parts is the full-batch value (likelihood and local KL)."""
-    R = _ratings(20, 13, 120, seed=5, empty_rows=1)
-    n = len(R) - len(R) % 8
-    R = Ratings(R.rows[:n], R.cols[:n], R.values[:n], shape=R.shape)
+    R = even_ratings(20, 13, 120, seed=5, parts=8, empty_rows=1)
     model = _models(20, 13)[k]
     guide = _setup(model, R)
-    eps = _eps(guide, particles=2)
-    full = local_elbo_terms(model, guide, R, None, 2, eps)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
-    parts = [local_elbo_terms(model, guide, R, idx, 2, eps) for idx in perm.chunk(8)]
+    full, parts = partition_terms(model, guide, R, _eps(guide, particles=2), 2, parts=8)
     for field in ("loglik", "kl_global", "kl_local"):
         values = torch.stack([getattr(t, field) for t in parts])
         assert torch.allclose(values.mean(), getattr(full, field), rtol=1e-4), field

@@ -931,6 +931,55 @@ def _use_processes(parallel: bool | None, num_chains: int, device: torch.device)
     return True
 
 
+def run_chains(
+    num_chains: int,
+    parallel: bool | None,
+    device: torch.device,
+    worker: Callable[[Any], Any],
+    job: Callable[[int, int], Any],
+    here: Callable[[int], Any],
+) -> tuple[list[Any], bool]:
+    """Run chains ``0..num_chains-1``: ``worker(job(c, threads))`` in worker processes when
+    :func:`_use_processes` says so, else ``here(c)`` one after the other in this process.
+
+    Returns the chains' results in order and whether processes were used. Fork is cheap and
+    needs no importable ``__main__`` (spawn elsewhere); a forked child runs single-threaded,
+    since an OpenMP pool does not survive a fork.
+    """
+    if not _use_processes(parallel, num_chains, device):
+        return [here(c) for c in range(num_chains)], False
+    workers = min(num_chains, os.cpu_count() or 1)
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    threads = 1 if method == "fork" else max(1, torch.get_num_threads() // workers)
+    ctx = multiprocessing.get_context(method)
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        return list(pool.map(worker, [job(c, threads) for c in range(num_chains)])), True
+
+
+def chain_agreement(
+    engine: str, model: Any, draws: dict[str, torch.Tensor], train: Any, seed: int
+) -> dict[str, Any]:
+    """R-hat of several chains' hyper-parameters (``rhat``) and fitted values at sampled
+    training cells (``rhat_cells``), with a warning in words where they exceed
+    :data:`RHAT_WARN`."""
+    C = next(iter(draws.values())).shape[0]
+    rhat = _hyper_rhat(draws, model)
+    bad = {k: round(r, 3) for k, r in rhat.items() if r > RHAT_WARN}  # NaN: too short
+    if bad:
+        log.warning(
+            "the %d %s chains disagree: R-hat above %.2f for %s; the hyper-parameters (and "
+            "predictions) are not yet reliable - sample longer and check again", C, engine,
+            RHAT_WARN, bad)
+    cells = _cell_rhat(model, draws, train, seed)
+    if cells["median"] > RHAT_WARN:
+        log.warning(
+            "the %d %s chains disagree on the fitted values: R-hat above %.2f at %.0f%% of %d "
+            "sampled training cells (median %.3f); predictions average the chains, but sample "
+            "longer before reading single cells", C, engine, RHAT_WARN,
+            100 * cells["share_above"], cells["cells"], cells["median"])
+    return {"rhat": rhat, "rhat_cells": cells}
+
+
 def fit_gibbs(
     model: BayesianMF,
     train: Any,
@@ -1037,22 +1086,12 @@ def fit_gibbs(
     train = train.to(device)
     opts = {"num_samples": num_samples, "burn_in": burn_in, "thin": thin,
             "num_chains": num_chains, "init_std": init_std, "seed": seed, "rescale": rescale}
-    processes = _use_processes(parallel, num_chains, device)
     t0 = time.perf_counter()
-    if processes:
-        workers = min(num_chains, os.cpu_count() or 1)
-        # fork is cheap and needs no importable __main__ (spawn elsewhere); a forked child
-        # runs single-threaded, since an OpenMP pool does not survive a fork
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        threads = 1 if method == "fork" else max(1, torch.get_num_threads() // workers)
-        ctx = multiprocessing.get_context(method)
-        jobs = [(model.config(), float(model.global_mean), train, opts, c, threads)
-                for c in range(num_chains)]
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            results = list(pool.map(_chain_worker, jobs))
-    else:
-        results = [_run_chain(model, train, opts, c, show_progress(progress))
-                   for c in range(num_chains)]
+    results, processes = run_chains(
+        num_chains, parallel, device, _chain_worker,
+        lambda c, threads: (model.config(), float(model.global_mean), train, opts, c, threads),
+        lambda c: _run_chain(model, train, opts, c, show_progress(progress)),
+    )
     seconds = time.perf_counter() - t0
     draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
     history = {k: [x for r in results for x in r[1][k]] for k in results[0][1]}
@@ -1067,22 +1106,7 @@ def fit_gibbs(
     if rescale:
         settings["accept_rate_rescale"] = float(np.mean(history["accept_rescale"]))
     if num_chains > 1:
-        rhat = _hyper_rhat(draws, model)
-        settings["rhat"] = rhat
-        bad = {k: round(r, 3) for k, r in rhat.items() if r > RHAT_WARN}  # NaN: too short
-        if bad:
-            log.warning(
-                "the %d Gibbs chains disagree: R-hat above %.2f for %s; the hyper-parameters "
-                "(and predictions) are not yet reliable - sample longer (num_samples, "
-                "burn_in) and check again", num_chains, RHAT_WARN, bad)
-        cells = _cell_rhat(model, draws, train, seed)
-        settings["rhat_cells"] = cells
-        if cells["median"] > RHAT_WARN:
-            log.warning(
-                "the %d Gibbs chains disagree on the fitted values: R-hat above %.2f at "
-                "%.0f%% of %d sampled training cells (median %.3f); predictions average the "
-                "chains, but sample longer before reading single cells", num_chains,
-                RHAT_WARN, 100 * cells["share_above"], cells["cells"], cells["median"])
+        settings.update(chain_agreement("Gibbs", model, draws, train, seed))
     train_info = data_info(train)
     train_info["fingerprint"] = files.fingerprint(train)
     return SampleFit(model, draws, history, train_info, settings, seconds)

@@ -26,11 +26,7 @@ format, with ``fit.inference_name == "NUTS"``.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-import multiprocessing
-import os
-import sys
 import time
 import warnings
 from typing import Any
@@ -43,7 +39,7 @@ from pyro.infer import MCMC, NUTS
 from ..models.base import FactorModel
 from . import files
 from .fits import data_info
-from .gibbs import RHAT_WARN, SampleFit, _cell_rhat, _hyper_rhat, _use_processes
+from .gibbs import SampleFit, chain_agreement, run_chains
 from .loop import show_progress
 
 __all__ = ["fit_nuts"]
@@ -179,18 +175,11 @@ def fit_nuts(
     opts = {"num_samples": num_samples, "warmup": warmup, "max_tree_depth": max_tree_depth,
             "target_accept": target_accept, "jit": jit, "seed": seed}
     t0 = time.perf_counter()
-    processes = _use_processes(parallel, num_chains, device)
-    if processes:
-        workers = min(num_chains, os.cpu_count() or 1)
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        threads = 1 if method == "fork" else max(1, torch.get_num_threads() // workers)
-        ctx = multiprocessing.get_context(method)
-        jobs = [(model, train, opts, c, threads) for c in range(num_chains)]
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            results = list(pool.map(_chain_worker, jobs))
-    else:
-        results = [_run_chain(model, train, opts, c, show_progress(progress))
-                   for c in range(num_chains)]
+    results, processes = run_chains(
+        num_chains, parallel, device, _chain_worker,
+        lambda c, threads: (model, train, opts, c, threads),
+        lambda c: _run_chain(model, train, opts, c, show_progress(progress)),
+    )
     seconds = time.perf_counter() - t0
     draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
     history = {k: [r[1][k] for r in results] for k in results[0][1]}
@@ -203,16 +192,7 @@ def fit_nuts(
     settings: dict[str, Any] = {"engine": "NUTS", **opts, "num_chains": num_chains,
                                 "device": str(device), "parallel": processes}
     if num_chains > 1:
-        settings["rhat"] = rhat = _hyper_rhat(draws, model)
-        bad = {k: round(r, 3) for k, r in rhat.items() if r > RHAT_WARN}
-        if bad:
-            log.warning("the %d NUTS chains disagree: R-hat above %.2f for %s; sample "
-                        "longer and check again", num_chains, RHAT_WARN, bad)
-        settings["rhat_cells"] = cells = _cell_rhat(model, draws, train, seed)
-        if cells["median"] > RHAT_WARN:
-            log.warning("the %d NUTS chains disagree on the fitted values (median R-hat "
-                        "%.3f at %d training cells)", num_chains, cells["median"],
-                        cells["cells"])
+        settings.update(chain_agreement("NUTS", model, draws, train, seed))
     train_info = data_info(train)
     train_info["fingerprint"] = files.fingerprint(train)
     return SampleFit(model, draws, history, train_info, settings, seconds)
