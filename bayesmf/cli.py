@@ -348,7 +348,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
          f"{fit.fit_seconds:.1f} s")
     names = {"auc": "test AUC", "rmse": "test RMSE", "mae": "test MAE",
              "coverage90": "90% interval coverage"}
-    _say("  " + "   ".join(f"{names[k]} {v:.4f}" for k, v in metrics.items() if k in names))
+    line = "   ".join(f"{names[k]} {v:.4f}" for k, v in metrics.items() if k in names)
+    if "auc_median" in metrics:
+        line = line.replace(f"test AUC {metrics['auc']:.4f}", f"test AUC {metrics['auc']:.4f} "
+                            f"({metrics['auc_median']:.4f} ranked by posterior medians)")
+    _say("  " + line)
     if network and hasattr(fit, "effective_clusters"):
         _say(f"  effective number of clusters {fit.effective_clusters():.2f}   "
              f"alpha {fit.alpha:.3f}")
@@ -375,6 +379,8 @@ def _evaluate(fit: Any, test: Any, network: bool) -> dict[str, float]:
     if network:
         out = {"auc": diagnostics.auc(test.labels, pred),
                "rmse": diagnostics.rmse(test.values, pred)}
+        if fit.has_posterior:  # ranked by each pair's posterior median link probability
+            out["auc_median"] = diagnostics.auc(test.labels, fit.predict(test, statistic="median"))
     else:
         out = {"rmse": diagnostics.rmse(test.values, pred),
                "mae": diagnostics.mae(test.values, pred)}

@@ -94,6 +94,16 @@ def _check_contract(fit: Fit, test, tmp_path) -> None:
     pred = fit.predict(test)
     assert pred.shape == (len(test),) and torch.isfinite(pred).all()
     assert torch.equal(fit.predict(test, seed=0), pred)  # deterministic for a seed
+    # the posterior median per entry: inside the draws, the middle one; a point is its own
+    median = fit.predict(test, statistic="median")
+    if fit.has_posterior:
+        draws = (fit.link_draws if hasattr(fit, "link_draws") else fit.expected_draws)(test)
+        torch.testing.assert_close(median, draws.quantile(0.5, dim=0))
+        assert not torch.allclose(median, pred)  # a different summary of skewed draws
+    else:
+        assert torch.equal(median, pred)
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        fit.predict(test, statistic="mode")
     lo_s, hi_s = test.scale
     clamped = fit.predict(test, clamp=True)
     assert clamped.min() >= lo_s - 1e-6 and clamped.max() <= hi_s + 1e-6

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from ..data.containers import Ratings
 from . import distributed, files
 from .checks import check_int, check_positive, check_rank
-from .fits import Fit, data_info, deprecated_kwarg
+from .fits import Fit, check_statistic, data_info, deprecated_kwarg
 from .loop import show_progress
 
 __all__ = ["MAPFactors", "als"]
@@ -196,6 +196,7 @@ class MAPFactors(Fit):
         clamp: tuple[float, float] | bool = False,
         num_samples: int | None = None,
         seed: int = 0,
+        statistic: str = "mean",
         **deprecated: Any,
     ) -> torch.Tensor:
         """Predicted values at the given (row, column) pairs.
@@ -212,8 +213,9 @@ class MAPFactors(Fit):
             failing that, of the training data (no-op when neither is known); or to a given
             ``(low, high)``.
             (``clamp_to=`` is the deprecated spelling.)
-        num_samples, seed
-            Ignored (a point estimate); accepted so every fit is called alike.
+        num_samples, seed, statistic
+            Ignored (a point estimate: its mean and median are the point); accepted so every
+            fit is called alike.
 
         Returns
         -------
@@ -232,6 +234,7 @@ class MAPFactors(Fit):
             clamp = False if clamp is None else clamp
         if deprecated:
             raise TypeError(f"unexpected keyword arguments {sorted(deprecated)}")
+        check_statistic(statistic)
         scale = self.scale
         if isinstance(ratings_or_rows, Ratings):
             if cols is not None:

@@ -43,7 +43,7 @@ from ..data.containers import Ratings
 from ..models.deep_mf import DeepMF, DiscreteDeepMF, rating_matrix
 from . import files
 from .checks import check_int, check_positive
-from .fits import Fit, data_info
+from .fits import Fit, check_statistic, data_info
 from .loop import train as run_loop
 
 __all__ = ["fit_deep_mf", "DeepMFFit", "reindex", "geometric_schedule"]
@@ -246,6 +246,7 @@ class DeepMFFit(Fit):
         clamp: bool = False,
         num_samples: int | None = None,
         seed: int = 0,
+        statistic: str = "mean",
         discrete: str | None = None,
     ) -> torch.Tensor:
         """Predicted ratings (original scale, within the model's) at known rows x known columns.
@@ -257,8 +258,9 @@ class DeepMFFit(Fit):
         clamp : bool
             Also clamp to the scale of ``data`` (or, failing that, of the training data).
             The cosine output always lies within the model's scale already.
-        num_samples, seed
-            Ignored (a point estimate); accepted so every fit is called alike.
+        num_samples, seed, statistic
+            Ignored (a point estimate: its mean and median are the point); accepted so every
+            fit is called alike.
         discrete : {None, "hard", "round"}
             ``None``: the model's output (DMF: cosine; DMF-D: ``G_{lambda,b}`` at the
             final ``lambda``); ``"hard"``: DMF-D's hard quantizer (``lambda -> inf``);
@@ -268,6 +270,7 @@ class DeepMFFit(Fit):
         -------
         torch.Tensor, shape (n,)
         """
+        check_statistic(statistic)
         return self._predict(self.row_factors(), self.col_factors(), data, discrete, clamp)
 
     def predict_new_rows(

@@ -110,12 +110,13 @@ class MetaPosteriorFit(VariationalFit):
         return data
 
     def predict(
-        self, data: Any, *, clamp: bool = False, num_samples: int | None = None, seed: int = 0
+        self, data: Any, *, clamp: bool = False, num_samples: int | None = None, seed: int = 0,
+        statistic: str = "mean",
     ) -> torch.Tensor:
         """Posterior predictive mean at the query entries of an Episode (in the order of
         ``data.X[data.test_mask]``) or at the entries of block-layout ``Ratings``."""
         return super().predict(self._entries(data), clamp=clamp, num_samples=num_samples,
-                               seed=seed)
+                               seed=seed, statistic=statistic)
 
     def predict_interval(
         self, data: Any, level: float = 0.9, *, num_samples: int | None = 500, seed: int = 0

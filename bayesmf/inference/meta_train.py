@@ -36,7 +36,7 @@ from ..data.episodes import Episode, EpisodeSampler
 from ..models.exchangeable import ExchangeableMatrixNet
 from ..models.meta_prior import MetaPriorMF
 from . import files
-from .fits import Fit, deprecated_kwarg, load
+from .fits import Fit, check_statistic, deprecated_kwarg, load
 from .loop import train as run_loop
 
 __all__ = [
@@ -174,7 +174,7 @@ class MetaFit(Fit):
     @torch.no_grad()
     def predict(
         self, data: Episode, *, clamp: bool = False, num_samples: int | None = None,
-        seed: int = 0,
+        seed: int = 0, statistic: str = "mean",
     ) -> torch.Tensor:
         """Predictions at the query (test) entries of a batch of episodes.
 
@@ -184,8 +184,9 @@ class MetaFit(Fit):
             New matrices: the model conditions on their train (support) entries.
         clamp : bool
             Not available: episodes carry no rating scale (``ValueError`` if ``True``).
-        num_samples, seed
-            Unused (a point estimate), accepted for the one interface.
+        num_samples, seed, statistic
+            Unused (a point estimate: its mean and median are the point), accepted for the
+            one interface.
 
         Returns
         -------
@@ -197,6 +198,7 @@ class MetaFit(Fit):
                 f"MetaFit.predict takes an Episode (bayesmf.data.episodes), got "
                 f"{type(data).__name__}; for a full matrix use predict_matrix(X, B)"
             )
+        check_statistic(statistic)
         if clamp:
             raise ValueError("clamp=True needs a rating scale, which an Episode does not have")
         pred = self.predict_matrix(data.X_train, data.train_mask)

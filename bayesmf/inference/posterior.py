@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..models.base import BernoulliFactorModel, FactorModel
-from .fits import Fit
+from .fits import Fit, check_statistic, summarise
 
 __all__ = ["PosteriorFit", "rebuild_model"]
 
@@ -93,11 +93,15 @@ class PosteriorFit(Fit):
 
     @torch.no_grad()
     def predict(
-        self, data: Any, *, clamp: bool = False, num_samples: int | None = None, seed: int = 0
+        self, data: Any, *, clamp: bool = False, num_samples: int | None = None, seed: int = 0,
+        statistic: str = "mean",
     ) -> torch.Tensor:
         """Posterior predictive mean at the entries of ``data`` (link probabilities for the
-        pairs of a network); ``clamp=True`` clamps to ``data.scale``."""
-        pred = self.expected_draws(data, num_samples, seed).mean(0)
+        pairs of a network); ``statistic="median"``: the posterior median of ``E[x | z]``
+        instead (:func:`~bayesmf.inference.fits.summarise`); ``clamp=True`` clamps to
+        ``data.scale``."""
+        check_statistic(statistic)
+        pred = summarise(self.expected_draws(data, num_samples, seed), statistic)
         return data.clamp(pred) if clamp else pred
 
     @torch.no_grad()

@@ -13,7 +13,7 @@ from torch.distributions import Gamma
 from ...data.containers import Network, Pairs
 from ...models.sbm import DPStochasticBlockModel, stick_breaking_log_weights
 from .. import files
-from ..fits import Fit, load
+from ..fits import Fit, check_statistic, load, summarise
 from .graph import Graph, as_network, as_pairs, chunks
 from .posterior import SBMPosterior
 from .steps import full_elbo
@@ -183,6 +183,7 @@ class SBMFit(Fit):
         clamp: bool = False,
         num_samples: int | None = None,
         seed: int = 0,
+        statistic: str = "mean",
     ) -> torch.Tensor:
         """Posterior predictive link probabilities ``P(X_ij = 1)`` of node pairs.
 
@@ -195,8 +196,12 @@ class SBMFit(Fit):
         ----------
         data : Pairs or (i, j)
             The node pairs (any order of ``i`` and ``j``; ``p_ij = p_ji``).
+        statistic : {"mean", "median"}
+            The mean over the draws (the predictive probability) or their median
+            (:func:`~bayesmf.inference.fits.summarise`).
         """
-        p = self.link_draws(data, num_samples, seed).mean(0)
+        check_statistic(statistic)
+        p = summarise(self.link_draws(data, num_samples, seed), statistic)
         return p.clamp(0.0, 1.0) if clamp else p
 
     @torch.no_grad()
