@@ -22,6 +22,7 @@ from bayesmf.inference.gibbs import (
     _sample_side,
     _side,
     _side_stats,
+    _stretch_biases,
     _translate,
 )
 
@@ -183,6 +184,40 @@ def test_translation_move_leaves_the_prior_invariant():
     assert float(torch.corrcoef(torch.stack([torch.stack(before), after_t[:, 0]]))[0, 1]) < 0.8
     for j in range(after_t.shape[1]):
         assert stats.kstest(after_t[:, j].numpy(), "norm").pvalue > 1e-3
+
+
+def test_bias_stretch_move_leaves_the_joint_of_biases_scale_and_data_invariant():
+    # c -> g c, s_c -> g s_c, drawn given the data: from exact joint draws of (log s_c, c,
+    # ratings), one move must give exact joint draws again, so log s_c stays N(m, v) and
+    # c / s_c stays N(0, 1) marginally. A wrong Jacobian, a wrong likelihood term in g or a
+    # proposal that depends on the current point would shift them.
+    gen = torch.Generator().manual_seed(11)
+    f64 = torch.float64
+    m, v, sigma = torch.tensor([-1.0], dtype=f64), torch.tensor([0.5], dtype=f64), 0.3
+    count = torch.tensor([6.0, 2.0, 0.0], dtype=f64)  # ratings per item (one has none)
+    t_after, u_after, moved, acc = [], [], [], []
+    for _ in range(3000):
+        t = m + v.sqrt() * torch.randn(1, generator=gen, dtype=f64)
+        c = torch.exp(t) * torch.randn(3, generator=gen, dtype=f64)
+        noise = sigma * torch.randn(3, 6, generator=gen, dtype=f64)
+        noise = noise * (torch.arange(6) < count[:, None])  # only the items' own ratings
+        resid = noise.sum(1)  # residuals x - prediction = the noise of each rating
+        z = {"col_bias": c.clone()}
+        t_new, accept, ss = _stretch_biases(
+            z, "col_bias", t, slice(0, 1), m, v, count, resid, (noise**2).sum(),
+            torch.tensor(sigma**-2, dtype=f64), gen)
+        g = z["col_bias"][0] / c[0]
+        assert torch.allclose(t_new - t, torch.log(g).reshape(1))  # c and s_c move together
+        x_minus_old = noise + c[:, None]
+        new_resid = (x_minus_old - z["col_bias"][:, None]) * (torch.arange(6) < count[:, None])
+        assert torch.allclose(ss, (new_resid**2).sum())  # the residual sum of squares follows
+        t_after.append(float(t_new[0]))
+        u_after.append(float(z["col_bias"][0] / torch.exp(t_new[0])))
+        moved.append(float(t_new[0] - t[0]))
+        acc.append(float(accept.double().mean()))
+    assert np.mean(acc) > 0.6 and np.std(moved) > 0.2  # it is accepted and it moves
+    assert stats.kstest((np.array(t_after) + 1.0) / math.sqrt(0.5), "norm").pvalue > 1e-3
+    assert stats.kstest(np.array(u_after), "norm").pvalue > 1e-3
 
 
 def _small_problem(seed: int = 0):

@@ -51,7 +51,12 @@ The same model that :func:`~bayesmf.inference.fit_svi` fits by mean-field SVI an
   users' common offset ``u_n -> u_n + w`` (with ``mean_U -> mean_U + w``) changes each
   prediction by ``w . v_m``, which the items' biases absorb (``c_m -> c_m - w . v_m``);
   ``w`` has a Gaussian conditional and is drawn exactly, and likewise for the items (with
-  implicit feedback the biases absorb ``w . q_m`` with the items' whole representation).
+  implicit feedback the biases absorb ``w . q_m`` with the items' whole representation);
+* with factor means and biases, a **stretch move** along the funnel of the items' biases
+  and their scale: ``c -> g c``, ``s_c -> g s_c`` (:func:`_stretch_biases`). With factor
+  means the items' main effects are carried by ``mean_U . v_m`` and the biases are nearly
+  their prior, so ``c | s_c`` and ``s_c | c`` alone crawl (R-hat of ``scale_col_bias`` 1.21
+  over four chains of the ARD model on ML-100K at the default length; 1.08 with the move).
 
 Several chains (``num_chains``) run in parallel processes when there are cores for them,
 each seeded from ``(seed, chain)``; the split, rank-normalised R-hat (Vehtari et al. 2021)
@@ -119,7 +124,8 @@ class SampleFit(PosteriorFit):
     history : dict of lists
         Per sweep (burn-in included), chain after chain: ``noise``, ``train_rmse`` (of that
         sweep's state), ``accept`` (mean acceptance rate of the hyper-parameter steps),
-        ``accept_rescale`` (of the rescaling move).
+        ``accept_rescale`` (of the rescaling move) and, with factor means and biases,
+        ``accept_stretch`` (of the items' bias stretch move).
     train_info, settings : dict
         Training-data description (ArviZ coords) and the options used; with several chains
         ``settings["rhat"]`` holds the R-hat of the hyper-parameters and
@@ -662,6 +668,7 @@ def _run_chain(
     tables = {"U": torch.empty(M, width, dtype=torch.float32, device=device),
               "V": torch.empty(N, width, dtype=torch.float32, device=device)}
     rescale = opts["rescale"]
+    resid_sum: dict[str, torch.Tensor] = {}
 
     def update(factor: str, bias_name: str, side: _Side, other: str, other_bias: str,
                s: torch.Tensor, noise_prec: torch.Tensor, rss: bool = False) -> torch.Tensor:
@@ -689,6 +696,8 @@ def _run_chain(
             prec[K] = s[sl[scale_of[bias_name]]] ** -2
         theta = torch.empty(len(side.count), D, dtype=f64, device=device)
         part = torch.zeros((), dtype=f64, device=device)
+        if rss and bias:  # sum of the residuals x - prediction of each target, after its draw
+            resid_sum[factor] = torch.empty(len(side.count), dtype=f64, device=device)
         stats = _side_stats(side, feats, z.get(other_bias) if bias else None, tables[factor])
         for start, gram, rhs in stats:
             prior_mean = mean[start : start + len(gram)] if mean.dim() == 2 else mean
@@ -697,6 +706,9 @@ def _run_chain(
             if rss:
                 quad = (gram @ th.unsqueeze(-1)).squeeze(-1).sub_(2 * rhs)
                 part += (quad * th).sum()
+                if bias:  # rhs[K] = sum (x - b), gram[K] = [sum f, count]: sum of residuals
+                    resid_sum[factor][start : start + len(th)] = (
+                        rhs[:, K] - (gram[:, K, :] * th).sum(-1))
         if bias:
             z[bias_name] = theta[:, K]
         if shift is None:
@@ -756,6 +768,11 @@ def _run_chain(
                            s[sl[scale_of["col_bias"]]] ** 2, gen, represent("V"))
                 _translate(z, "V", mean_of["V"], "U", "row_bias", mean_prior_var["V"],
                            s[sl[scale_of["row_bias"]]] ** 2, gen, represent("U"))
+            if bias and mean_of:  # the items' biases and their scale, along the funnel
+                t, acc_f, ss_resid = _stretch_biases(
+                    z, "col_bias", t, sl[scale_of["col_bias"]], m, v, items.count,
+                    resid_sum["V"], ss_resid, torch.exp(-2 * t[-1]), gen)
+                history.setdefault("accept_stretch", []).append(float(acc_f.double().mean()))
         rmse = math.sqrt(float(ss_resid) / n_obs)
         history["noise"].append(math.exp(float(t[-1])))
         history["train_rmse"].append(rmse)
@@ -812,6 +829,50 @@ def _rescale(
                 z[mean_of[x]] = z[mean_of[x]] * factor
             t[sl[scale_of[x]]] += torch.log(factor)
     return t, accept
+
+
+def _stretch_biases(
+    z: dict[str, torch.Tensor], name: str, t: torch.Tensor, where: slice, m: torch.Tensor,
+    v: torch.Tensor, count: torch.Tensor, resid_sum: torch.Tensor, ss_resid: torch.Tensor,
+    noise_prec: torch.Tensor, gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The stretch move along the funnel of a hierarchical prior: ``c -> g c`` with its scale
+    ``s_c -> g s_c``. Where the data say little about each bias (with ARD and factor means
+    the items' main effects are carried by ``mean_U . v_m``, and the item biases are nearly
+    their prior), one-at-a-time updates of ``c | s_c`` and ``s_c | c`` crawl along
+    ``c ~ s_c``: R-hat 1.21 for ``scale_col_bias`` over four chains without this move. It is
+    a multiplicative group action (Liu & Sabatti 2000): the biases' Jacobian ``g^M`` cancels
+    their prior's normaliser, so on ``e = log g`` the target is the LogNormal hyper-prior of
+    ``t + e`` times the likelihood, which changes each prediction by ``(g - 1) c_m``:
+    ``-((g - 1)^2 sum_m n_m c_m^2 - 2 (g - 1) sum_m c_m R_m) / (2 sigma^2)`` with ``R_m``
+    the sum of item ``m``'s residuals. Sampled by the independence MH step of
+    :func:`_t_independence_step`, its Newton start at the hyper-prior's maximum ``m - t``
+    (which moves with the state as the target does). Updates ``z[name]`` in place; returns
+    the new log-scales, the acceptance indicator and the new residual sum of squares."""
+    c = z[name]
+    A = (count.to(c.dtype) * c * c).sum() * noise_prec  # curvature of the likelihood in g
+    B = (c * resid_sum).sum() * noise_prec
+    t0, m0, v0 = t[where], m[where], v[where]
+
+    def log_target(e: torch.Tensor) -> torch.Tensor:
+        d = torch.expm1(e)
+        return -(d * d * A - 2 * d * B) / 2 - (t0 + e - m0) ** 2 / (2 * v0)
+
+    def derivatives(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.exp(e)
+        grad = y * (B - A * (y - 1)) - (t0 + e - m0) / v0
+        curv = y * (A * (2 * y - 1) - B) + 1 / v0
+        return grad, curv.clamp_min(1 / v0)
+
+    e, accept = _t_independence_step(torch.zeros_like(t0), log_target, derivatives, gen,
+                                     m0 - t0)
+    g = torch.exp(e)
+    t = t.clone()
+    t[where] = t0 + e
+    d = g - 1
+    ss_resid = (ss_resid - 2 * d * B / noise_prec + d * d * A / noise_prec).clamp_min(0.0)
+    z[name] = c * g
+    return t, accept, ss_resid
 
 
 def _translate(
@@ -1107,6 +1168,8 @@ def fit_gibbs(
     }
     if rescale:
         settings["accept_rate_rescale"] = float(np.mean(history["accept_rescale"]))
+    if history.get("accept_stretch"):
+        settings["accept_rate_stretch"] = float(np.mean(history["accept_stretch"]))
     if num_chains > 1:
         settings.update(chain_agreement("Gibbs", model, draws, train, seed))
     train_info = data_info(train)
