@@ -77,7 +77,7 @@ def _run(engine: str, R, units: int) -> None:
                           batch_size=10_000, lr=0.05, progress=False)
     elif engine == "Gibbs":
         inference.fit_gibbs(models.BayesianMF(*R.shape, rank=RANK, ard=True, factor_means=True),
-                            R, num_samples=units, burn_in=0, progress=False)
+                            R, num_samples=units, burn_in=0, thin=1, progress=False)
     elif engine == "myFM":
         import myfm
         import numpy as np

@@ -128,7 +128,7 @@ RANK, BILINEAR_DIMS, BILINEAR_RANK, HIDDEN = 10, 60, 1, (50, 50, 50)
 ALS_SETTINGS = {"rank": RANK, "reg_u": 15.0, "reg_v": 15.0, "reg_bias": 5.0, "epochs": 50}
 #: blocked Gibbs sampling of the same BayesianMF model (``inference.fit_gibbs``); the
 #: implicit row uses these too, as ``benchmarks/peers.py`` does (50 burn-in + 150 kept)
-GIBBS_SETTINGS = {"num_samples": 150, "burn_in": 50}
+GIBBS_SETTINGS = {"num_samples": 150, "burn_in": 50, "thin": 1}  # every sweep kept
 #: the model each Gibbs row samples (a name understood by :func:`build_model`)
 GIBBS_MODELS = {
     "BayesianMF-Gibbs": "BayesianMF",
