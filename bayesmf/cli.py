@@ -348,11 +348,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
          f"{fit.fit_seconds:.1f} s")
     names = {"auc": "test AUC", "rmse": "test RMSE", "mae": "test MAE",
              "coverage90": "90% interval coverage"}
-    line = "   ".join(f"{names[k]} {v:.4f}" for k, v in metrics.items() if k in names)
+    shown = {k: f"{names[k]} {v:.4f}" for k, v in metrics.items() if k in names}
     if "auc_median" in metrics:
-        line = line.replace(f"test AUC {metrics['auc']:.4f}", f"test AUC {metrics['auc']:.4f} "
-                            f"({metrics['auc_median']:.4f} ranked by posterior medians)")
-    _say("  " + line)
+        shown["auc"] += f" ({metrics['auc_median']:.4f} ranked by posterior medians)"
+    _say("  " + "   ".join(shown.values()))
     if network and hasattr(fit, "effective_clusters"):
         _say(f"  effective number of clusters {fit.effective_clusters():.2f}   "
              f"alpha {fit.alpha:.3f}")

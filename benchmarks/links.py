@@ -138,6 +138,7 @@ from bayesmf.diagnostics.network_checks import (  # noqa: E402
     plot_reliability,
     reliability,
 )
+from bayesmf.inference.fits import STATISTICS, summarise  # noqa: E402
 from bayesmf.inference.guides import MeanFieldGuide  # noqa: E402
 from bayesmf.models.latent_network import LatentFeatureNetwork  # noqa: E402
 
@@ -152,7 +153,7 @@ VAL_SEED = 100
 #: nested validation carves of split 0 that choose the ranking statistic (``--rank-by``)
 VAL_CARVES = 3
 #: how a Bayesian row ranks pairs: the posterior mean or median of the link probability
-RANK_STATISTICS = ("mean", "median")
+RANK_STATISTICS = STATISTICS
 #: the rows whose ranking statistic the validation chooses (it is validated on the LFN row);
 #: every other Bayesian row ranks by the predictive mean, both AUCs kept for all of them
 RANK_VALIDATED = ("lfn",)
@@ -564,15 +565,18 @@ def evaluate(
     """AUC and AP of the ranking statistic ``rank_by`` of a Bayesian row's draws (and of
     both statistics, as ``auc_mean`` / ``auc_median``), lpd of the predictive mean; the
     returned scores are the predictive probabilities (for calibration)."""
-    s = fitted.score(test)
     y = test.labels.numpy()
-    out = {"auc": auc(y, s), "ap": average_precision(y, s)}
-    if fitted.draws is not None:
-        d = fitted.draws(test)
-        ranked = {"mean": d.mean(0), "median": np.median(d, axis=0)}
+    if fitted.draws is None:
+        s = fitted.score(test)
+        out = {"auc": auc(y, s), "ap": average_precision(y, s)}
+    else:  # the draws once: their mean is the score, their median the other ranking
+        d = torch.from_numpy(fitted.draws(test))
+        ranked = {k: summarise(d, k).numpy() for k in RANK_STATISTICS}
+        out = {}
         for k, r in ranked.items():
             out[f"auc_{k}"], out[f"ap_{k}"] = auc(y, r), average_precision(y, r)
         out["auc"], out["ap"] = out[f"auc_{rank_by}"], out[f"ap_{rank_by}"]
+        s = ranked["mean"]
     if fitted.probabilistic:
         out["lpd"] = log_predictive_density(y, s)
     return out, s
