@@ -22,7 +22,6 @@ from bayesmf.inference.gibbs import (
     _sample_side,
     _side,
     _side_stats,
-    _stretch_biases,
     _translate,
 )
 
@@ -186,38 +185,49 @@ def test_translation_move_leaves_the_prior_invariant():
         assert stats.kstest(after_t[:, j].numpy(), "norm").pvalue > 1e-3
 
 
-def test_bias_stretch_move_leaves_the_joint_of_biases_scale_and_data_invariant():
-    # c -> g c, s_c -> g s_c, drawn given the data: from exact joint draws of (log s_c, c,
-    # ratings), one move must give exact joint draws again, so log s_c stays N(m, v) and
-    # c / s_c stays N(0, 1) marginally. A wrong Jacobian, a wrong likelihood term in g or a
-    # proposal that depends on the current point would shift them.
+def test_collapsed_bias_scale_draw_leaves_the_joint_of_scale_factors_biases_and_data_invariant():
+    # s_c drawn with every item's (v_m, c_m) integrated out, then (v_m, c_m) given it: from
+    # exact joint draws of (log s_c, V, c, ratings) one step must give exact joint draws
+    # again, so log s_c stays N(m, v), c_m / s_c stays N(0, 1) and v_m its prior. A wrong
+    # marginal (the bias's information k_m or its linear term l_m, or a sign), a wrong
+    # conditional of v_m given c_m or a proposal that depends on the current point would
+    # shift them.
     gen = torch.Generator().manual_seed(11)
     f64 = torch.float64
-    m, v, sigma = torch.tensor([-1.0], dtype=f64), torch.tensor([0.5], dtype=f64), 0.3
-    count = torch.tensor([6.0, 2.0, 0.0], dtype=f64)  # ratings per item (one has none)
-    t_after, u_after, moved, acc = [], [], [], []
+    m, v, sigma = torch.tensor([-1.0], dtype=f64), torch.tensor([0.5], dtype=f64), 0.5
+    K, n_users = 2, 6
+    mean_v, prec_v = torch.tensor([1.0, -0.8], dtype=f64), torch.tensor([4.0, 2.0], dtype=f64)
+    raters = torch.tensor([6, 3, 1, 0])  # items rated by the first n users (one by none)
+    mask = (torch.arange(n_users) < raters[:, None]).to(f64)  # (items, users)
+    mean = torch.cat([mean_v, torch.zeros(1, dtype=f64)])
+    t_after, u_after, w_after, fit_after, moved, acc = [], [], [], [], [], []
     for _ in range(3000):
+        users = torch.randn(n_users, K, generator=gen, dtype=f64) + 0.8  # a shared mean
+        feats = torch.cat([users, torch.ones(n_users, 1, dtype=f64)], 1)
         t = m + v.sqrt() * torch.randn(1, generator=gen, dtype=f64)
-        c = torch.exp(t) * torch.randn(3, generator=gen, dtype=f64)
-        noise = sigma * torch.randn(3, 6, generator=gen, dtype=f64)
-        noise = noise * (torch.arange(6) < count[:, None])  # only the items' own ratings
-        resid = noise.sum(1)  # residuals x - prediction = the noise of each rating
-        z = {"col_bias": c.clone()}
-        t_new, accept, ss = _stretch_biases(
-            z, "col_bias", t, slice(0, 1), m, v, count, resid, (noise**2).sum(),
-            torch.tensor(sigma**-2, dtype=f64), gen)
-        g = z["col_bias"][0] / c[0]
-        assert torch.allclose(t_new - t, torch.log(g).reshape(1))  # c and s_c move together
-        x_minus_old = noise + c[:, None]
-        new_resid = (x_minus_old - z["col_bias"][:, None]) * (torch.arange(6) < count[:, None])
-        assert torch.allclose(ss, (new_resid**2).sum())  # the residual sum of squares follows
+        c = torch.exp(t) * torch.randn(4, generator=gen, dtype=f64)
+        V = mean_v + torch.randn(4, K, generator=gen, dtype=f64) / prec_v.sqrt()
+        x = V @ users.T + c[:, None] + sigma * torch.randn(4, n_users, generator=gen,
+                                                           dtype=f64)
+        gram = torch.einsum("mu,ui,uj->mij", mask, feats, feats)
+        rhs = torch.einsum("mu,mu,ui->mi", mask, x, feats)
+        prec = torch.cat([prec_v, torch.exp(-2 * t)])
+        state = {"t": t, "where": slice(0, 1), "m": m, "v": v, "accept": []}
+        ((_, _, _, theta),) = gibbs._collapsed_bias_side([(0, gram, rhs)], prec, mean,
+                                              torch.tensor(sigma**-2, dtype=f64), state, gen)
+        t_new = state["t"]
         t_after.append(float(t_new[0]))
-        u_after.append(float(z["col_bias"][0] / torch.exp(t_new[0])))
+        u_after.append(float(theta[0, K] / torch.exp(t_new[0])))  # the most-rated item
+        w_after.append(float((theta[0, 0] - mean_v[0]) * prec_v[0].sqrt()))
+        # (theta, x) is a joint draw again: the most-rated item's residuals are its noise
+        fit_after.append(float(((x[0] - feats @ theta[0]) ** 2).sum()) / sigma**2)
         moved.append(float(t_new[0] - t[0]))
-        acc.append(float(accept.double().mean()))
+        acc.append(state["accept"][0])
     assert np.mean(acc) > 0.6 and np.std(moved) > 0.2  # it is accepted and it moves
     assert stats.kstest((np.array(t_after) + 1.0) / math.sqrt(0.5), "norm").pvalue > 1e-3
     assert stats.kstest(np.array(u_after), "norm").pvalue > 1e-3
+    assert stats.kstest(np.array(w_after), "norm").pvalue > 1e-3  # v_m | c_m too
+    assert stats.kstest(np.array(fit_after), "chi2", args=(n_users,)).pvalue > 1e-3
 
 
 def _small_problem(seed: int = 0):
