@@ -230,6 +230,23 @@ def test_collapsed_bias_scale_draw_leaves_the_joint_of_scale_factors_biases_and_
     assert stats.kstest(np.array(fit_after), "chi2", args=(n_users,)).pvalue > 1e-3
 
 
+def test_collapsed_bias_scale_draw_without_ratings_is_the_hyper_prior():
+    # no item has a rating: the scale's conditional is its LogNormal hyper-prior alone
+    gen = torch.Generator().manual_seed(3)
+    f64 = torch.float64
+    m, v = torch.tensor([-1.0], dtype=f64), torch.tensor([0.5], dtype=f64)
+    prec, mean = torch.tensor([4.0, 2.0, 1.0], dtype=f64), torch.zeros(3, dtype=f64)
+    zero = (0, torch.zeros(5, 3, 3, dtype=f64), torch.zeros(5, 3, dtype=f64))
+    after = []
+    for _ in range(2000):
+        state = {"t": m + v.sqrt() * torch.randn(1, generator=gen, dtype=f64),
+                 "where": slice(0, 1), "m": m, "v": v, "accept": []}
+        gibbs._collapsed_bias_side([zero], prec, mean, torch.tensor(4.0, dtype=f64), state,
+                                   gen)
+        after.append(float(state["t"][0]))
+    assert stats.kstest((np.array(after) + 1.0) / math.sqrt(0.5), "norm").pvalue > 1e-3
+
+
 def _small_problem(seed: int = 0):
     R, truth = data.synthetic_ratings(n_rows=60, n_cols=40, rank=2, density=0.5, noise=0.3,
                                       seed=seed)

@@ -892,8 +892,6 @@ def _collapsed_bias_side(
     b2 = (lin_all[rated] * hh) ** 2
     t, where, m0, v0 = state["t"], state["where"], state["m"], state["v"]
     t0 = t[where]
-    if not len(hh):  # no item has a rating: the scale's conditional is its hyper-prior
-        hh = b2 = torch.zeros(1, dtype=t.dtype, device=t.device)
 
     def log_target(x: torch.Tensor) -> torch.Tensor:
         w = hh + torch.exp(2 * x)
@@ -907,8 +905,10 @@ def _collapsed_bias_side(
         return grad, curv.clamp_min(1 / v0)
 
     # Newton starts from the moment estimate of s^2 (mean beta^2 - mean h), which depends
-    # only on what the target is conditioned on
-    start = 0.5 * torch.log((b2.mean() - hh.mean()).clamp_min(1e-4)).reshape(t0.shape)
+    # only on what the target is conditioned on (no item with a rating: the hyper-prior's
+    # mode, the target being the hyper-prior alone)
+    start = (0.5 * torch.log((b2.mean() - hh.mean()).clamp_min(1e-4)).reshape(t0.shape)
+             if len(hh) else m0)
     new, accept = _t_independence_step(t0, log_target, derivatives, gen, start)
     t = t.clone()
     t[where] = new
