@@ -63,7 +63,7 @@ The same model that :func:`~bayesmf.inference.fit_svi` fits by mean-field SVI an
   before ``(v_m, c_m)`` are drawn given it: ``(s_c, V, c)`` move as one block, for 6% more
   time a sweep. At the default length the worst hyper-parameter's R-hat is then 1.011
   (seed 0, ``scale_row_bias``) or 1.021 (seed 1, ``scale_col_bias``), at 1,000 + 800/5
-  1.003 (seed 0). An exact stretch move ``c -> g c``, ``s_c -> g s_c``, used before, gave
+  1.002 or 1.005. An exact stretch move ``c -> g c``, ``s_c -> g s_c``, used before, gave
   1.08; it adds nothing to the collapsed draw and was removed.
 
 Several chains (``num_chains``) run in parallel processes when there are cores for them,
