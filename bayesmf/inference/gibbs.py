@@ -1142,8 +1142,9 @@ def fit_gibbs(
         runs them one after the other. The draws do not depend on it.
     rescale : bool
         Add the rescaling move ``U -> cU, V -> V/c`` to every sweep, and with factor
-        means and biases the translation moves (see the module notes); without them the
-        U/V scale ratio (and the item-bias scale) mix very slowly.
+        means and biases the translation moves and the collapsed draw of the items' bias
+        scale (see the module notes); without them the U/V scale ratio (and the item-bias
+        scale) mix very slowly.
     init_std : float
         Standard deviation of the random initial factors (biases start at 0, scales at
         the model's initial values, the noise scale at 1).
