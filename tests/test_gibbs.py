@@ -212,17 +212,16 @@ def test_collapsed_bias_scale_draw_leaves_the_joint_of_scale_factors_biases_and_
         gram = torch.einsum("mu,ui,uj->mij", mask, feats, feats)
         rhs = torch.einsum("mu,mu,ui->mi", mask, x, feats)
         prec = torch.cat([prec_v, torch.exp(-2 * t)])
-        state = {"t": t, "where": slice(0, 1), "m": m, "v": v, "accept": []}
-        ((_, _, _, theta),) = gibbs._collapsed_bias_side([(0, gram, rhs)], prec, mean,
-                                              torch.tensor(sigma**-2, dtype=f64), state, gen)
-        t_new = state["t"]
+        ((_, _, _, theta),), t_new, accept = gibbs._collapsed_bias_side(
+            [(0, gram, rhs)], prec, mean, torch.tensor(sigma**-2, dtype=f64), t, slice(0, 1),
+            m, v, gen)
         t_after.append(float(t_new[0]))
         u_after.append(float(theta[0, K] / torch.exp(t_new[0])))  # the most-rated item
         w_after.append(float((theta[0, 0] - mean_v[0]) * prec_v[0].sqrt()))
         # (theta, x) is a joint draw again: the most-rated item's residuals are its noise
         fit_after.append(float(((x[0] - feats @ theta[0]) ** 2).sum()) / sigma**2)
         moved.append(float(t_new[0] - t[0]))
-        acc.append(state["accept"][0])
+        acc.append(accept)
     assert np.mean(acc) > 0.6 and np.std(moved) > 0.2  # it is accepted and it moves
     assert stats.kstest((np.array(t_after) + 1.0) / math.sqrt(0.5), "norm").pvalue > 1e-3
     assert stats.kstest(np.array(u_after), "norm").pvalue > 1e-3
@@ -239,11 +238,10 @@ def test_collapsed_bias_scale_draw_without_ratings_is_the_hyper_prior():
     zero = (0, torch.zeros(5, 3, 3, dtype=f64), torch.zeros(5, 3, dtype=f64))
     after = []
     for _ in range(2000):
-        state = {"t": m + v.sqrt() * torch.randn(1, generator=gen, dtype=f64),
-                 "where": slice(0, 1), "m": m, "v": v, "accept": []}
-        gibbs._collapsed_bias_side([zero], prec, mean, torch.tensor(4.0, dtype=f64), state,
-                                   gen)
-        after.append(float(state["t"][0]))
+        t = m + v.sqrt() * torch.randn(1, generator=gen, dtype=f64)
+        _, t_new, _ = gibbs._collapsed_bias_side([zero], prec, mean, torch.tensor(4.0, dtype=f64),
+                                                 t, slice(0, 1), m, v, gen)
+        after.append(float(t_new[0]))
     assert stats.kstest((np.array(after) + 1.0) / math.sqrt(0.5), "norm").pvalue > 1e-3
 
 

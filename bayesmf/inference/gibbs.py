@@ -679,11 +679,7 @@ def _run_chain(
     # with factor means the items' biases are weakly told apart from mean_U . v_m: their
     # scale is drawn with (V, c) integrated out, just before (V, c) are drawn given it
     # (the same draw of the users' bias scale made the items' mix worse: not used)
-    collapse_bias: dict[str, dict[str, Any]] = {}
-    if bias and "U" in mean_of and rescale:
-        where = sl[scale_of["col_bias"]]
-        collapse_bias["V"] = {"t": t, "where": where, "m": m[where], "v": v[where],
-                              "accept": []}
+    collapsed = sl[scale_of["col_bias"]] if bias and "U" in mean_of and rescale else None
 
     def update(factor: str, bias_name: str, side: _Side, other: str, other_bias: str,
                s: torch.Tensor, noise_prec: torch.Tensor, rss: bool = False) -> torch.Tensor:
@@ -694,7 +690,11 @@ def _run_chain(
 
         With implicit feedback the draw is of the representation ``p_n = u_n + (A Y)_n``
         (prior mean shifted by ``(A Y)_n``) against the other side's representations, and
-        then ``u_n = p_n - (A Y)_n``; the implicit array is drawn next given ``P``."""
+        then ``u_n = p_n - (A Y)_n``; the implicit array is drawn next given ``P``.
+
+        The items' update (with :func:`_collapsed_bias_side`) also draws their bias scale
+        into ``t``."""
+        nonlocal t
         other_rep = represent(other)
         feats = torch.cat([other_rep, ones[factor]], 1) if bias else other_rep
         prec = torch.empty(D, dtype=f64, device=device)
@@ -712,10 +712,10 @@ def _run_chain(
         theta = torch.empty(len(side.count), D, dtype=f64, device=device)
         part = torch.zeros((), dtype=f64, device=device)
         stats = _side_stats(side, feats, z.get(other_bias) if bias else None, tables[factor])
-        if factor in collapse_bias:  # the bias scale with (factors, biases) integrated out
-            state = collapse_bias[factor]
-            state["t"] = t
-            blocks = _collapsed_bias_side(stats, prec, mean, noise_prec, state, gen, keep=rss)
+        if factor == "V" and collapsed is not None:  # s_c with (V, c) integrated out
+            blocks, t, accept = _collapsed_bias_side(stats, prec, mean, noise_prec, t,
+                                                     collapsed, m, v, gen, keep=rss)
+            history.setdefault("accept_bias_scale", []).append(accept)
         else:
             blocks = ((start, gram, rhs, _sample_side(
                 gram, rhs, prec, noise_prec, gen,
@@ -756,9 +756,6 @@ def _run_chain(
         # users [u_n, b_n] | V, c; then items [v_m, c_m] | U, b
         update("U", "row_bias", users, "V", "col_bias", s, noise_prec)
         part = update("V", "col_bias", items, "U", "row_bias", s, noise_prec, rss=True)
-        if collapse_bias:  # the log-scales with the items' bias scale just drawn
-            t = collapse_bias["V"]["t"]
-            history.setdefault("accept_bias_scale", []).append(collapse_bias["V"]["accept"][-1])
         # residual sum of squares from the items' statistics: sum_m |y_m - G_m theta_m|^2
         # with y = x - b (users' biases): sum y^2 + sum_m theta_m^T (G_m theta_m - 2 r_m)
         ss_y = sum_x2
@@ -848,16 +845,19 @@ def _rescale(
 
 def _collapsed_bias_side(
     stats: Iterable[tuple[int, torch.Tensor, torch.Tensor]], prec: torch.Tensor,
-    mean: torch.Tensor, noise_prec: torch.Tensor, state: dict[str, Any],
-    gen: torch.Generator, keep: bool = False,
-) -> list[tuple[int, torch.Tensor | None, torch.Tensor | None, torch.Tensor]]:
+    mean: torch.Tensor, noise_prec: torch.Tensor, t: torch.Tensor, where: slice,
+    m: torch.Tensor, v: torch.Tensor, gen: torch.Generator, keep: bool = False,
+) -> tuple[list[tuple[int, torch.Tensor | None, torch.Tensor | None, torch.Tensor]],
+           torch.Tensor, float]:
     """One side's update (written for the items; the users' is the same with the roles
     swapped) with the bias scale ``s_c`` drawn first, every item's ``(v_m, c_m)``
     integrated out; then each ``(v_m, c_m)`` given the new scale. A partially collapsed
     Gibbs step: ``(s_c, V, c)`` move as one block. Returns, block by block, the start, the
     Gram matrices and right-hand sides (only with ``keep``; otherwise ``None``, and they are
     not held past their block) and the draws ``[v_m, c_m]`` (as :func:`_sample_side` would
-    draw them). Holds ``K x K`` Cholesky factors of the whole side at once.
+    draw them); then the log-scales ``t`` with ``s_c`` (at ``t[where]``, hyper-prior
+    ``N(m[where], v[where])`` on ``log s_c``) redrawn, and the step's acceptance (0 or 1).
+    Holds ``K x K`` Cholesky factors of the whole side at once.
 
     Write item ``m``'s posterior precision without the bias's prior term as
     ``[[P, q], [q^T, r]]`` (``P`` the factors' block, with their prior) and its linear term
@@ -869,11 +869,9 @@ def _collapsed_bias_side(
     (l_m / k_m)^2 / (1 / k_m + e^{2t})] / 2`` over the items with ratings, drawn by
     :func:`_t_independence_step`. Then ``c_m ~ N(l_m / (k_m + s^{-2}), 1 / (k_m + s^{-2}))``
     and ``v_m | c_m ~ N(P^{-1} (b_v - q c_m), P^{-1})``: one ``K x K`` Cholesky factor per
-    item for the whole step. ``state`` holds the current log-scales ``t`` (updated here),
-    the slice ``where`` of ``s_c`` in them, the hyper-prior's ``m`` and ``v`` and a list
-    ``accept`` of acceptance indicators."""
+    item for the whole step."""
     K = len(prec) - 1
-    parts = []
+    parts, k_all, lin_all = [], [], []
     for start, gram, rhs in stats:
         prior_mean = mean[start : start + len(gram)] if mean.dim() == 2 else mean
         P = gram[:, :K, :K] * noise_prec
@@ -885,13 +883,13 @@ def _collapsed_bias_side(
         k = (gram[:, K, K] * noise_prec - (q * sol[..., 1]).sum(-1)).clamp_min(0.0)
         lin = noise_prec * rhs[:, K] - (q * sol[..., 0]).sum(-1)
         parts.append((start, gram if keep else None, rhs if keep else None, chol, sol, k, lin))
-    k_all = torch.cat([p[5] for p in parts])
-    lin_all = torch.cat([p[6] for p in parts])
-    rated = k_all > 0
-    hh = 1 / k_all[rated]
-    b2 = (lin_all[rated] * hh) ** 2
-    t, where, m0, v0 = state["t"], state["where"], state["m"], state["v"]
-    t0 = t[where]
+        k_all.append(k)
+        lin_all.append(lin)
+    k_cat, lin_cat = torch.cat(k_all), torch.cat(lin_all)
+    rated = k_cat > 0
+    hh = 1 / k_cat[rated]
+    b2 = (lin_cat[rated] * hh) ** 2
+    t0, m0, v0 = t[where], m[where], v[where]
 
     def log_target(x: torch.Tensor) -> torch.Tensor:
         w = hh + torch.exp(2 * x)
@@ -912,8 +910,6 @@ def _collapsed_bias_side(
     new, accept = _t_independence_step(t0, log_target, derivatives, gen, start)
     t = t.clone()
     t[where] = new
-    state["t"] = t
-    state["accept"].append(float(accept.double().mean()))
     bias_prec = torch.exp(-2 * new)
     draws = []
     for start, gram, rhs, chol, sol, k, lin in parts:
@@ -921,9 +917,9 @@ def _collapsed_bias_side(
         c_prec = k + bias_prec
         c = lin / c_prec + eps[:, K] / c_prec.sqrt()
         noise = torch.linalg.solve_triangular(chol.mT, eps[:, :K].unsqueeze(-1), upper=True)
-        v = sol[..., 0] - sol[..., 1] * c[:, None] + noise.squeeze(-1)
-        draws.append((start, gram, rhs, torch.cat([v, c[:, None]], 1)))
-    return draws
+        v_m = sol[..., 0] - sol[..., 1] * c[:, None] + noise.squeeze(-1)
+        draws.append((start, gram, rhs, torch.cat([v_m, c[:, None]], 1)))
+    return draws, t, float(accept.double().mean())
 
 
 def _translate(
