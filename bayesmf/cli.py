@@ -544,8 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--burn-in", "--warmup", type=int, default=None, dest="burn_in",
                    help="gibbs: burn-in sweeps (default 1000); --nuts: warm-up iterations "
                    "(default 300); discarded")
-    b.add_argument("--thin", type=int, default=5,
-                   help="gibbs: keep every THIN-th sweep after the burn-in")
+    b.add_argument("--thin", type=int, default=None,
+                   help="gibbs: keep every THIN-th sweep after the burn-in (default 5; 10 "
+                   "with --ard, whose bias scales mix more slowly)")
     b.add_argument("--batch-size", type=int, default=None,
                    help="observations per minibatch (default 10000; sbm: all pairs)")
     b.add_argument("--lr", type=float, default=None,

@@ -503,3 +503,16 @@ def test_gibbs_translation_uses_the_implicit_representation():
     pred = m.mean(z, R.rows, R.cols)
     _translate(z, "U", "mean_U", "V", "col_bias", 1.0, torch.tensor([0.5], dtype=f64), gen, q)
     assert torch.allclose(m.mean(z, R.rows, R.cols), pred)
+
+
+def test_default_thinning_is_longer_for_factor_means_with_biases():
+    # the bias scales of a model with factor means mix more slowly: fit_gibbs keeps every
+    # 10th sweep by default there (every 5th otherwise); an explicit thin wins
+    R, _ = _small_problem()
+    kw = {"num_samples": 2, "burn_in": 0, "progress": False}
+    ard = models.BayesianMF(60, 40, rank=2, ard=True, factor_means=True)
+    assert inference.fit_gibbs(ard, R, **kw).settings["thin"] == 10
+    assert inference.fit_gibbs(models.BayesianMF(60, 40, rank=2), R, **kw).settings["thin"] == 5
+    no_bias = models.BayesianMF(60, 40, rank=2, factor_means=True, biases=False)
+    assert inference.fit_gibbs(no_bias, R, **kw).settings["thin"] == 5
+    assert inference.fit_gibbs(ard, R, thin=3, **kw).settings["thin"] == 3
