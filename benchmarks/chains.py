@@ -38,14 +38,57 @@ from bayesmf.inference.gibbs import _rhat  # noqa: E402
 
 CHAINS = 4
 CELLS = 200
+#: what the rows say (kept in the results' settings)
+READING = (
+    "fit_gibbs's default length is 1,000 burn-in sweeps, then 2,000 of which every 5th is "
+    "kept (row '1000+400/5'; it was 200 + 400, and 50 + 200 before that): what four chains "
+    "of plain Bayesian MF need for R-hat <= 1.01 on every hyper-parameter (max 1.002) and "
+    "on the latent function at single cells (2 of 200 test cells above 1.01, max 1.014; "
+    "27.5% at 200 + 400). At 200 + 400 the cells' draws are nearly independent (lag-1 "
+    "autocorrelation 0.22) and stationary chains of that autocorrelation would put 0.5% "
+    "above 1.01, so the chains disagreed there by a slowly vanishing amount (chain means "
+    "about 0.1 posterior sd apart), which a longer burn-in removes; test RMSE is equal "
+    "within 0.001 at every length. A longer burn-in does not remove the last cells above "
+    "1.01: at 2,000 + 400/5 (plain; one core while the test suite ran on the other) 2% of "
+    "the 200 cells are above it, max 1.015 - a slow component within the kept window, not "
+    "a transient; twice the kept window (1,000 + 800/5) leaves one cell of 200 above, max "
+    "1.012, at 1.6x the cost, so the plain default stays. The two cells above 1.01 at "
+    "the default (R-hat 1.014 and 1.011) are of heavy users and popular items (307 and "
+    "252 ratings; items 239 and 145), their four chain means spread over 0.16-0.24 "
+    "posterior sd, and "
+    "their draws uncorrelated with every hyper-parameter (|r| < 0.1), their user's and "
+    "item's biases at R-hat 1.002-1.004: a slow drift of the factors' interaction, not of "
+    "the scales or of the biases. "
+    "ARD (factor means and biases): the items' bias scale mixed slowly (R-hat 1.21 at "
+    "1,000 + 400/5 and at 1,000 + 2,000 without the moves below; the other ARD rows, "
+    "50+150 ... 1,000+2,000, are from before them): with factor means the items' main "
+    "effects are carried by mean_U . v_m (sd 0.51) and each bias is told apart from it only "
+    "weakly, a funnel that c | s_c and s_c | c crawl along. An exact stretch move "
+    "(c -> g c, s_c -> g s_c) brought it to 1.08; fit_gibbs draws s_c with every item's "
+    "(v_m, c_m) integrated out and then (v_m, c_m) given it (+6% a sweep): single-chain "
+    "ESS of log s_c over 2,000 sweeps 98-170 (stretch: 31-46). Thinned by 5 the worst "
+    "hyper-parameter is still 1.011 / 1.021 / 1.006 with seeds 0 / 1 / 2 (rows "
+    "'1000+400/5', '... seed 1', '... seed 2'), so fit_gibbs thins such models by 10 by "
+    "default (rows '1000+400/10'): 1.004 / 1.004 / 1.002, one cell of 200 above 1.01 with "
+    "each seed, for 5,000 sweeps a chain instead of 3,000. Tried and not kept (four chains, "
+    "1,000 + 400/5, seeds 0-2): the same collapsed draw for the users' bias scale (worst "
+    "1.016 / 1.014 / -), that plus drawing each bias scale jointly with the translation "
+    "move over its orbit (1.005 / 1.005 / 1.015; bulk ESS of log s_c 451 / 668 / 260 "
+    "against 515 / 193 / 533) - valid (exact-draw invariance tests) but 30% more time a "
+    "sweep for no reliable gain; the slowest quantity left is the users' main effect "
+    "carried by mean_V . u_n against their biases. CPU times of the '/5' rows were "
+    "measured while another benchmark ran on the second core (unthinned 1,000 + 2,000, "
+    "the same sweeps: 85-96 s), those of the '/10' rows with up to three processes on two "
+    "cores"
+)
 
 
-def run(train: Any, test: Any, ard: bool, burn_in: int, kept: int, thin: int = 1
-        ) -> dict[str, Any]:
+def run(train: Any, test: Any, ard: bool, burn_in: int, kept: int, thin: int = 1,
+        seed: int = 0) -> dict[str, Any]:
     model = models.BayesianMF(train.n_rows, train.n_cols, rank=10, ard=ard, factor_means=ard)
     t0 = time.process_time()
     fit = inference.fit_gibbs(model, train, num_samples=kept, burn_in=burn_in, thin=thin,
-                              num_chains=CHAINS, seed=0, progress=False, parallel=False)
+                              num_chains=CHAINS, seed=seed, progress=False, parallel=False)
     cpu = time.process_time() - t0
     cells = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:CELLS]
     with torch.no_grad():
@@ -97,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="plain,ard",
                    help="which models to run: plain and/or ard (default both)")
     p.add_argument("--quick", action="store_true", help="smoke run: 10+20 sweeps only")
+    p.add_argument("--seed", type=int, default=0,
+                   help="fit_gibbs's seed (rows of a seed other than 0 say so in their name)")
     p.add_argument("--data-dir", default=default_data_dir())
     args = p.parse_args(argv)
     if args.quick:
@@ -116,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         for length in args.lengths:
             spec, _, thin = length.partition("/")
             burn, kept = (int(x) for x in spec.split("+"))
-            name = f"{'ARD ' if ard else ''}Gibbs {length} x{CHAINS}"
-            results[name] = run(train, test, ard, burn, kept, int(thin or 1))
+            name = (f"{'ARD ' if ard else ''}Gibbs {length} x{CHAINS}"
+                    + (f" seed {args.seed}" if args.seed else ""))
+            results[name] = run(train, test, ard, burn, kept, int(thin or 1), args.seed)
             print(name, results[name], flush=True)
     settings = {
         "data": "MovieLens-100K, random_split(test_fraction=0.1, seed=0)",
@@ -125,45 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "chains": CHAINS, "cells": f"{CELLS} random test cells (seed 0)",
         "rhat": "split rank-normalised R-hat, max of bulk and folded (Vehtari et al. 2021)",
         "threads": 1,
-        "reading": ("fit_gibbs's default length is now 1,000 burn-in sweeps, then 2,000 "
-                    "of which every 5th is kept (row '1000+400/5'; it was 200 + 400, and "
-                    "50 + 200 before that): what four chains of plain Bayesian MF need for "
-                    "R-hat <= 1.01 on every hyper-parameter (max 1.002) and on the latent "
-                    "function at single cells (2 of 200 test cells above 1.01, max 1.014; "
-                    "27.5% at 200 + 400). At 200 + 400 the cells' draws are nearly "
-                    "independent (lag-1 autocorrelation 0.22) and stationary chains of that "
-                    "autocorrelation would put 0.5% above 1.01, so the chains disagreed "
-                    "there by a slowly vanishing amount (chain means about 0.1 posterior sd "
-                    "apart), which a longer burn-in removes; test RMSE is equal within 0.001 "
-                    "at every length. The ARD model's item-bias scale mixed slowly (R-hat "
-                    "1.21 at 1,000 + 400/5 and at 1,000 + 2,000 without the moves below): "
-                    "with factor means the items' main effects are carried by "
-                    "mean_U . v_m (sd 0.51) and each bias is told apart from it only "
-                    "weakly (the biases' spread, 0.136, is the same for items with >= 50 "
-                    "ratings as for items with < 10), a funnel that one-at-a-time updates "
-                    "of c | s_c and s_c | c crawl along. An exact stretch move (c -> g c, "
-                    "s_c -> g s_c) brought it to 1.08; fit_gibbs now draws s_c with every "
-                    "item's (v_m, c_m) integrated out and then (v_m, c_m) given it (one "
-                    "block, +6% a sweep): single-chain ESS of log s_c over 2,000 sweeps "
-                    "98-170 (stretch move: 31-46; a shear variant of the stretch and s_c "
-                    "with c alone integrated out: no gain), and at 1,000 + 400/5 the four "
-                    "chains' worst hyper-parameter is now scale_row_bias at 1.011 "
-                    "(scale_col_bias below it; with seed 1 instead of 0, scale_col_bias "
-                    "1.021, one chain's ESS of log s_c 17 of 400 draws), 3% of cells "
-                    "above 1.01 (max 1.021); at "
-                    "1,000 + 800/5 every hyper-parameter is at or under 1.0024 (seed 1: "
-                    "1.0049) and one cell of 200 is above 1.01 (1.012). The same draw for "
-                    "the users' bias scale "
-                    "made the items' mix worse (ESS 10-53), so it is not used. The other "
-                    "ARD rows (50+150 ... 1,000+2,000) are from before both moves. A longer "
-                    "burn-in does not remove the last cells above 1.01: at 2,000 + 400/5 "
-                    "(plain; one core while the test suite ran on the other) 2% of the 200 "
-                    "cells are above it, max 1.015, against 1% at 1,000 + 400/5 - a slow "
-                    "component within the kept window, not a transient; twice the kept "
-                    "window (1,000 + 800/5, 5,000 sweeps a chain) leaves one cell of 200 "
-                    "above, max 1.012, at 1.6x the cost, so the default stays. CPU times "
-                    "of the '/5' rows were measured while another benchmark ran on the "
-                    "second core (unthinned 1,000 + 2,000, the same sweeps: 85-96 s)"),
+        "reading": READING,
     }
     write_results("chains_quick" if args.quick else "chains", {"ml-100k split 0": results},
                   settings)
