@@ -12,7 +12,9 @@ Engines (each returns a :class:`~bayesmf.inference.fits.Fit`, the one result int
   :func:`fit_meta_posterior` — the posterior under a meta-learned prior, by SVI.
 
 Every iterative engine runs the one training loop (:mod:`.loop`); every file is written and
-read by :mod:`.files`; :func:`load` (also ``bayesmf.load``) reads any saved fit.
+read by :mod:`.files`; :func:`load` (also ``bayesmf.load``) reads any saved fit. Every engine
+runs on one CPU thread by default and restores torch's setting afterwards
+(:mod:`.threads`; :func:`set_num_threads` changes it).
 
 Note that the function ``bayesmf.inference.als`` shadows the module of the same name; reach
 the module with ``from bayesmf.inference.als import ...``.
@@ -36,6 +38,7 @@ from .nuts import fit_nuts
 from .sbm import SBMFit, fit_sbm, load_sbm
 from .sgd import sgd_mf
 from .svi import VariationalFit, fit_svi
+from .threads import get_num_threads, set_num_threads
 
 __all__ = [
     "DeepMFFit",
@@ -63,12 +66,14 @@ __all__ = [
     "fit_nuts",
     "fit_sbm",
     "fit_svi",
+    "get_num_threads",
     "load",
     "load_meta_model",
     "load_sbm",
     "maml_train",
     "map_objective",
     "meta_train",
+    "set_num_threads",
     "sgd_mf",
     "unrolled_map",
 ]

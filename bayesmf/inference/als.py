@@ -54,6 +54,7 @@ from . import distributed, files
 from .checks import check_int, check_positive, check_rank
 from .fits import Fit, check_statistic, data_info, deprecated_kwarg
 from .loop import show_progress
+from .threads import uses_fit_threads
 
 __all__ = ["MAPFactors", "als"]
 
@@ -415,6 +416,7 @@ def _dot(
 # ALS
 
 
+@uses_fit_threads
 def als(
     ratings: Ratings,
     rank: int = 10,

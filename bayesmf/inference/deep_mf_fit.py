@@ -45,6 +45,7 @@ from . import files
 from .checks import check_int, check_positive
 from .fits import Fit, check_statistic, data_info
 from .loop import train as run_loop
+from .threads import uses_fit_threads
 
 __all__ = ["fit_deep_mf", "DeepMFFit", "reindex", "geometric_schedule"]
 
@@ -353,6 +354,7 @@ def _lam_schedule(
     return lam_schedule, values
 
 
+@uses_fit_threads
 def fit_deep_mf(
     model: DeepMF,
     train: Ratings,

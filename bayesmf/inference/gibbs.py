@@ -107,6 +107,7 @@ from . import files
 from .fits import data_info, deprecated_kwarg
 from .loop import show_progress
 from .posterior import PosteriorFit
+from .threads import uses_fit_threads
 
 __all__ = ["SampleFit", "fit_gibbs"]
 
@@ -1098,6 +1099,7 @@ def _default_thin(model: BayesianMF) -> int:
     return 10 if getattr(model, "factor_means", False) and model.biases else 5
 
 
+@uses_fit_threads
 def fit_gibbs(
     model: BayesianMF,
     train: Any,

@@ -32,6 +32,7 @@ from torch.func import functional_call, grad, vmap
 
 from ..data.episodes import EpisodeSampler
 from .meta_train import MetaFit, meta_train
+from .threads import uses_fit_threads
 
 __all__ = ["MAML", "maml_train"]
 
@@ -177,6 +178,7 @@ def _check(X: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return X * Bf, Bf
 
 
+@uses_fit_threads
 def maml_train(
     net: nn.Module,
     train_sampler: EpisodeSampler,

@@ -32,6 +32,7 @@ from ..models.meta_prior import FixedPriorMF, MetaPosterior, MetaPriorMF
 from .fits import deprecated_kwarg
 from .guides import MeanFieldGuide
 from .svi import VariationalFit, fit_svi
+from .threads import uses_fit_threads
 
 __all__ = ["MetaPosteriorFit", "fit_meta_posterior", "calibrate_posterior", "block_ratings"]
 
@@ -199,6 +200,7 @@ def _defaults(meta_model: MetaPriorMF, precision: float | None, noise: float | N
     return float(precision), float(noise)
 
 
+@uses_fit_threads
 def fit_meta_posterior(
     meta_model: MetaPriorMF,
     X: torch.Tensor,

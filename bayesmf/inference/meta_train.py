@@ -38,6 +38,7 @@ from ..models.meta_prior import MetaPriorMF
 from . import files
 from .fits import Fit, check_statistic, deprecated_kwarg, load
 from .loop import train as run_loop
+from .threads import uses_fit_threads
 
 __all__ = [
     "load_meta_model",
@@ -290,6 +291,7 @@ def episodes_fingerprint(episodes: Sequence[Episode]) -> dict[str, Any]:
     return {"n": sum(len(e) for e in episodes), "sha256": h.hexdigest()}
 
 
+@uses_fit_threads
 def meta_train(
     model: nn.Module,
     train_sampler: EpisodeSampler,

@@ -41,6 +41,7 @@ from . import files
 from .fits import data_info
 from .gibbs import SampleFit, chain_agreement, run_chains
 from .loop import show_progress
+from .threads import uses_fit_threads
 
 __all__ = ["fit_nuts"]
 
@@ -82,6 +83,7 @@ def _chain_worker(
     return _run_chain(model, train, opts, chain, progress=False)
 
 
+@uses_fit_threads
 def fit_nuts(
     model: FactorModel,
     train: Any,

@@ -38,12 +38,14 @@ from .als import MAPFactors
 from .checks import check_int, check_positive, check_rank
 from .fits import data_info
 from .loop import train as run_loop
+from .threads import uses_fit_threads
 
 __all__ = ["sgd_mf"]
 
 logger = logging.getLogger(__name__)
 
 
+@uses_fit_threads
 def sgd_mf(
     ratings: Ratings,
     rank: int = 10,

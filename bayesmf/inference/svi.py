@@ -34,6 +34,7 @@ from .loop import train as run_loop
 from .mixture import MixtureFit
 from .objectives import local_elbo_loss
 from .posterior import PosteriorFit
+from .threads import uses_fit_threads
 
 __all__ = ["fit_svi", "VariationalFit", "annealed_loss", "svi_defaults"]
 
@@ -194,6 +195,7 @@ def annealed_loss(
     return elbo.differentiable_loss(fn, guide, data, index)
 
 
+@uses_fit_threads
 def fit_svi(
     model: FactorModel,
     train: Any,

@@ -39,6 +39,7 @@ from .. import files
 from ..fits import deprecated_kwarg
 from ..loop import LoopResult
 from ..loop import train as run_loop
+from ..threads import uses_fit_threads
 from .graph import Batches, Graph, as_network
 from .init import init_plan, init_posterior, initial_labels
 from .posterior import SBMPosterior
@@ -207,6 +208,7 @@ class _Restarts:
         return post, res
 
 
+@uses_fit_threads
 def fit_sbm(
     model: DPStochasticBlockModel,
     network: Any,
