@@ -65,10 +65,10 @@ The same model that :func:`~bayesmf.inference.fit_svi` fits by mean-field SVI an
   (seed 0, ``scale_row_bias``), 1.021 (seed 1, ``scale_col_bias``) or 1.006 (seed 2), so
   such models are thinned by 10 by default (1,000 + 4,000 sweeps, 400 kept): 1.004,
   1.004 and 1.002. An exact stretch move ``c -> g c``, ``s_c -> g s_c``, used before, gave
-  1.08; it adds nothing to the collapsed draw and was removed. Neither did the same
-  collapsed draw for the users' bias scale, nor drawing each bias scale jointly with the
-  translation over its orbit: both valid, 30% more time a sweep, no better R-hat over
-  three seeds.
+  1.08; it adds nothing to the collapsed draw and was removed. Two more valid moves were
+  tried and not kept: the same collapsed draw for the users' bias scale, and drawing each
+  bias scale jointly with the translation over its orbit (30% more time a sweep, no better
+  R-hat over three seeds).
 
 Several chains (``num_chains``) run in parallel processes when there are cores for them,
 each seeded from ``(seed, chain)``; the split, rank-normalised R-hat (Vehtari et al. 2021)
