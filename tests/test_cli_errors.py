@@ -127,6 +127,22 @@ def test_row_covariance_flag_reaches_the_guide(ratings_csv, tmp_path):
     assert fit.guide.row_covariance and fit.guide.offdiag["U"].shape[-2:] == (2, 2)
 
 
+def test_collapse_rows_flag_reaches_the_guide_and_nnmf_is_refused(ratings_csv, tmp_path,
+                                                                  capsys):
+    from bayesmf import inference
+    from bayesmf.inference.collapsed import CollapsedRowsGuide
+
+    _, path = ratings_csv
+    run = tmp_path / "run"
+    common = ["fit", "--ratings", str(path), "--user-col", "uid", "--item-col", "iid",
+              "--rating-col", "stars", "--rank", "2", "--epochs", "3", "--quiet",
+              "--collapse-rows", "--out", str(run)]
+    assert main([*common, "--model", "bmf"]) == 0
+    assert isinstance(inference.load(run / "fit.pt").guide, CollapsedRowsGuide)
+    assert main([*common, "--model", "nnmf", "--overwrite"]) == 2
+    _one_line_error(capsys, "--collapse-rows", "--model bmf")
+
+
 def test_gibbs_refuses_the_discretized_likelihood(ratings_csv, capsys):
     _, path = ratings_csv
     args = ["fit", "--ratings", str(path), "--rating-col", "stars", "--user-col", "uid",

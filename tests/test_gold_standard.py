@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pyro
@@ -256,6 +257,29 @@ def test_svi_predictive_mean_within_a_tenth_of_a_nuts_sd(nuts, gibbs, svi):
     defaults now take at least 500 steps: 0.095 sd, noise 0.307, predictive sd ratio 0.99."""
     gaps = svi_gaps(nuts, gibbs, svi)
     assert gaps["mean_gap_sd"] < 0.1, gaps
+
+
+@pytest.fixture(scope="module")
+def svi_collapsed(problem):
+    train, test = problem
+    model = make_model(train)
+    fit = inference.fit_svi(model, train, seed=0, progress=False, collapse_rows=True)
+    draws = {k: v.unsqueeze(0) for k, v in fit.sample(2000, seed=0).items()}
+    return posterior_summary(model, draws, test)
+
+
+@pytest.mark.slow
+def test_collapsed_svi_is_nearer_the_exact_posterior_than_mean_field(nuts, gibbs, svi,
+                                                                      svi_collapsed, capsys):
+    """Users integrated out (``collapse_rows=True``, the defaults otherwise): predictive
+    means within a tenth of a NUTS sd, and the noise and the latent function's sd nearer
+    the exact posterior's than the mean-field fit's."""
+    mf, co = svi_gaps(nuts, gibbs, svi), svi_gaps(nuts, gibbs, svi_collapsed)
+    with capsys.disabled():
+        print(f"\ncollapsed SVI vs exact posterior: {co}")
+    assert co["mean_gap_sd"] < 0.1, co
+    assert abs(co["noise_svi"] - co["noise_exact"]) < abs(mf["noise_svi"] - mf["noise_exact"])
+    assert abs(math.log(co["f_sd_ratio"])) < abs(math.log(mf["f_sd_ratio"])), (co, mf)
 
 
 # ----------------------------------------------------------------------------- SBC of Gibbs

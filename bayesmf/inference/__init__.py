@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from ..models.unrolled import map_objective, unrolled_map
 from .als import MAPFactors, als
+from .collapsed import CollapsedRowsGuide
 from .deep_mf_fit import DeepMFFit, fit_deep_mf
 from .files import FitFileError, ResumeMismatch
 from .fits import Fit, NoPosteriorError, load
@@ -41,6 +42,7 @@ from .svi import VariationalFit, fit_svi
 from .threads import get_num_threads, set_num_threads
 
 __all__ = [
+    "CollapsedRowsGuide",
     "DeepMFFit",
     "Fit",
     "FitFileError",

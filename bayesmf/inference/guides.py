@@ -132,6 +132,9 @@ class MeanFieldGuide(nn.Module):
         independent. The factors of one row are correlated in the posterior (the likelihood
         couples them through ``u_n . v_m``), which a diagonal ``q`` can only match by
         shrinking its variances. Costs ``K (K - 1) / 2`` more parameters per row.
+    exclude : tuple of str
+        Sites left out of the family (e.g. those a collapsed guide integrates out,
+        :class:`~bayesmf.inference.collapsed.CollapsedRowsGuide`).
 
     Examples
     --------
@@ -150,9 +153,14 @@ class MeanFieldGuide(nn.Module):
         seed: int = 0,
         sparse_grads: bool = False,
         row_covariance: bool = False,
+        exclude: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
-        self.specs: list[LatentSpec] = model.latent_specs()
+        unknown = set(exclude) - {s.name for s in model.latent_specs()}
+        if unknown:
+            raise ValueError(f"exclude names sites the model does not have: {sorted(unknown)}")
+        self.specs: list[LatentSpec] = [s for s in model.latent_specs()
+                                        if s.name not in exclude]
         self.sparse_grads = bool(sparse_grads)
         self._local = frozenset(s.name for s in self.specs if local_axis(s) is not None)
         self.row_covariance = bool(row_covariance)

@@ -170,6 +170,30 @@ def _normal_kl(
     return p_scale.log() - scale.log() + (var + (loc - p_loc) ** 2) / (2 * p_scale**2) - 0.5
 
 
+def draw_site(
+    spec: Any, loc: torch.Tensor, scale: torch.Tensor, off: torch.Tensor | None,
+    noise: torch.Tensor, z: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]],
+) -> torch.Tensor:
+    """Draw a site by reparameterisation and return its elementwise KL from its prior.
+
+    Sets ``z[spec.name]`` to the draw ``loc + scale * noise`` (correlated by ``off``;
+    exponentiated for a positive site) and ``shapes[spec.name]`` to the drawn shape. The KL
+    is analytic given the draws already in ``z`` of the sites the prior depends on:
+    shaped like ``loc`` for a positive site (KL of the LogNormals = KL of the Normals of
+    their logs), ``(S?, *loc.shape)`` for a real one (``S`` when the hyper-parameters carry
+    the sample dimension)."""
+    x = correlate(loc + scale * noise, off, noise)
+    shapes[spec.name] = tuple(loc.shape)
+    if spec.positive:
+        z[spec.name] = x.exp()
+        p_loc_f, p_scale_f = float(spec.prior_loc), float(spec.prior_scale)
+        return (math.log(p_scale_f) - scale.log()
+                + (scale**2 + (loc - p_loc_f) ** 2) / (2 * p_scale_f**2) - 0.5)
+    z[spec.name] = x
+    p_loc, p_scale = prior_normal_params(spec, z, x.device, shapes)
+    return _normal_kl(loc, scale, p_loc, p_scale, off)
+
+
 @dataclass(frozen=True)
 class _AxisBatch:
     """The rows (or columns) of a minibatch.
@@ -307,24 +331,11 @@ def local_elbo_terms(
             noise = torch.randn((S, *loc.shape), device=loc.device, dtype=loc.dtype)
         else:
             noise = eps[spec.name] if uniq is None else eps[spec.name].index_select(1, uniq)
-        x = correlate(loc + scale * noise, off, noise)
-        shapes[spec.name] = tuple(loc.shape)
+        kl = draw_site(spec, loc, scale, off, noise, z, shapes)
         nd = len(spec.shape)
         if spec.positive:
-            z[spec.name] = x.exp()
-            # KL of two LogNormals = KL of the Normals of their logs
-            p_loc_f, p_scale_f = float(spec.prior_loc), float(spec.prior_scale)
-            kl = (
-                math.log(p_scale_f)
-                - scale.log()
-                + (scale**2 + (loc - p_loc_f) ** 2) / (2 * p_scale_f**2)
-                - 0.5
-            )
             kl_global = kl_global + kl.sum()
             continue
-        z[spec.name] = x
-        p_loc, p_scale = prior_normal_params(spec, z, device, shapes)
-        kl = _normal_kl(loc, scale, p_loc, p_scale, off)  # (S?, *shape): S if hypers drawn
         if axis is None:
             kl = kl.flatten(kl.dim() - nd).sum(-1) if nd else kl
             kl_global = kl_global + (kl.mean(0) if kl.dim() else kl)
@@ -333,6 +344,7 @@ def local_elbo_terms(
         weighted = (per_row * batch[axis].weight).sum(-1)
         kl_local = kl_local + (weighted.mean(0) if weighted.dim() else weighted)
         if empty is not None:  # rows without data: their whole KL at every step
+            p_loc, p_scale = prior_normal_params(spec, z, device, shapes)
             e_kl = _normal_kl(e_loc, e_scale, p_loc, p_scale, e_off)
             e_kl = e_kl.flatten(e_kl.dim() - nd).sum(-1)
             kl_local = kl_local + (e_kl.mean(0) if e_kl.dim() else e_kl)

@@ -182,6 +182,21 @@ class FactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
 
     # ------------------------------------------------------------------ hooks
     @property
+    def collapsible_rows(self) -> tuple[str, ...]:
+        """Sites of each row that SVI may integrate out exactly (default: none).
+
+        A model names here its real arrays indexed by user (first dimension ``"user"``)
+        on which :meth:`mean` is affine, whose priors are Normal and whose likelihood is
+        Gaussian: given the other sites, each user's entries of these arrays are then a
+        Bayesian linear regression on that user's ratings, with a closed-form marginal
+        likelihood and posterior (``fit_svi(..., collapse_rows=True)``,
+        :mod:`bayesmf.inference.collapsed`). :meth:`mean` must accept the keywords
+        ``feature_rows`` and ``feature_cols`` (the original indices) when it looks
+        anything else up by row.
+        """
+        return ()
+
+    @property
     def device(self) -> torch.device:
         """Where the model's buffers live."""
         return self.global_mean.device

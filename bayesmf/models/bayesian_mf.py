@@ -277,6 +277,52 @@ class BayesianMF(GaussianFactorModel):
             *batch, -1, K)
         return out if inv is None else out.index_select(out.dim() - 2, inv)
 
+    @property
+    def collapsible_rows(self) -> tuple[str, ...]:
+        """``("U", "row_bias")`` (``("U",)`` without biases) for the Gaussian likelihood:
+        the mean is affine in a user's vector and bias, also with implicit feedback, so
+        SVI can integrate them out (:mod:`bayesmf.inference.collapsed`); none for the
+        discretized likelihood."""
+        if self.discrete:
+            return ()
+        return ("U", "row_bias") if self.biases else ("U",)
+
+    def row_design(
+        self, z: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The mean as an affine function of each user's entries ``w_n = [u_n, b_n]``.
+
+        ``mean(n, m) = x_m . (w_n + shift_n) + offset_m`` with ``x_m = [v_m, 1]`` (``v_m``
+        plus the item's implicit sum with ``implicit``; no 1 without biases), ``offset_m =
+        c_m + mu`` and ``shift_n`` the user's implicit sum (``None`` without
+        ``implicit``); used to integrate the users out (:attr:`collapsible_rows`).
+
+        Parameters
+        ----------
+        z : dict of str to Tensor
+            Draws of the sites other than ``U`` and ``row_bias``, with leading sample dims.
+
+        Returns
+        -------
+        X : Tensor
+            ``(*S, n_cols, D)``.
+        offset : Tensor
+            ``(*S, n_cols)``.
+        shift : Tensor or None
+            ``(*S, n_rows, D)``.
+        """
+        v, shift = z["V"], None
+        if self.implicit:
+            v = v + self.implicit_sum(z["Y_col"], "col")
+            shift = self.implicit_sum(z["Y_row"], "row")
+        offset = self.global_mean.to(v.dtype).expand(v.shape[:-1])
+        if not self.biases:
+            return v, offset, shift
+        X = torch.cat([v, torch.ones_like(v[..., :1])], -1)
+        if shift is not None:
+            shift = torch.cat([shift, torch.zeros_like(shift[..., :1])], -1)
+        return X, offset + z["col_bias"], shift
+
     def latent_specs(self) -> list[LatentSpec]:
         K = self.rank
         shape, dims = ((K,), ("factor",)) if self.ard else ((), ())
