@@ -8,6 +8,8 @@ noise and ratings. Each is fitted by
 * ``fit_gibbs(rescale=False)`` when the sampler has that option: the sweep without the
   rescaling move ``U -> cU, V -> V/c`` (what issue 12 measured),
 * ``fit_svi`` with the library's defaults (``--draws`` independent draws from q),
+* ``fit_svi(collapse_rows=True)``: the users' vectors and biases integrated out (``--methods
+  svi_collapsed``; ``--merge`` keeps the other methods' recorded results),
 
 and the rank of each true value among the draws is recorded: the noise, every prior scale,
 the first row and column bias, the norms ``|u_0|``, ``|v_0|`` (invariant under the sign flip
@@ -89,9 +91,9 @@ def gibbs_fitter(num_draws: int, burn_in: int, thin_by: int, rescale: bool | Non
     return fit
 
 
-def svi_fitter(num_draws: int):
+def svi_fitter(num_draws: int, **options):
     def fit(model, ratings, seed):
-        f = inference.fit_svi(model, ratings, seed=seed, progress=False)
+        f = inference.fit_svi(model, ratings, seed=seed, progress=False, **options)
         return f.sample(num_draws, seed=seed)
 
     return fit
@@ -108,6 +110,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: 12 replications, 19 draws")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other methods of an existing sbc.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -131,6 +135,8 @@ def main() -> None:
         "gibbs_norescale": ("Gibbs, no rescaling move",
                             gibbs_fitter(args.draws, args.burn_in, args.thin, False)),
         "svi": ("SVI (defaults)", svi_fitter(args.draws)),
+        "svi_collapsed": ("SVI, users integrated out (collapse_rows=True)",
+                          svi_fitter(args.draws, collapse_rows=True)),
     }
     wanted = [m for m in args.methods.split(",") if m]
     if "gibbs_norescale" in wanted and not has_rescale:
@@ -170,6 +176,16 @@ def main() -> None:
         "seed": args.seed, "quick": args.quick, "timing": timing,
         "issue_12_before": ISSUE_12,
     }
+    old = out_dir / "sbc.json"
+    if args.merge and old.exists():  # the methods not run now, as recorded
+        import json
+
+        before = json.loads(old.read_text())
+        kept = {k: v for k, v in before["results"].items() if k not in results}
+        timing_before = before["settings"].get("timing", {})
+        settings["timing"] = {**{k: v for k, v in timing_before.items() if k in kept},
+                              **timing}
+        results = {**kept, **results}
     write_results("sbc", results, settings, out_dir=out_dir)
 
 

@@ -23,6 +23,10 @@ Protocol
     ``benchmarks/peers.py``);
   - ``BayesianMF-implicit``: ``BayesianMF(..., implicit=True)`` by SVI with the settings of
     the ``BayesianMF`` row (not tuned separately);
+  - ``BayesianMF-collapsed``, ``BayesianMF-implicit-collapsed``,
+    ``BayesianMF-ARD-implicit-collapsed``: those models by SVI with each user's vector and
+    bias integrated out (``fit_svi(..., collapse_rows=True)``), the ``BayesianMF`` row's
+    settings otherwise (not tuned);
   - ``VI(0)`` / ``VI(3)``: :class:`bayesmf.models.BayesianNNMF` with no / three hidden
     layers of 50 sigmoid units, by SVI; ``+S`` adds the 19 genre flags of each movie
     (``R.col_features``) to the network input. ``VI(3)`` and ``VI(3)+S`` are not run by
@@ -111,9 +115,10 @@ PAPER_ML100K = {
     "VI(0)+S": 0.900,
     "VI(3)+S": 0.898,
 }
-ALL_MODELS = ["SVD", "BiasMF", "BayesianMF", "BayesianMF-Gibbs", "BayesianMF-ARD-Gibbs",
-              "BayesianMF-implicit-Gibbs", "BayesianMF-implicit", "VI(0)", "VI(3)", "VI(0)+S",
-              "VI(3)+S"]
+ALL_MODELS = ["SVD", "BiasMF", "BayesianMF", "BayesianMF-collapsed", "BayesianMF-Gibbs",
+              "BayesianMF-ARD-Gibbs", "BayesianMF-implicit-Gibbs", "BayesianMF-implicit",
+              "BayesianMF-implicit-collapsed", "BayesianMF-ARD-implicit-collapsed", "VI(0)",
+              "VI(3)", "VI(0)+S", "VI(3)+S"]
 #: run unless ``--models`` says otherwise: the VI(3) rows are slow and their defaults are
 #: being reworked (issue 12); their last numbers are in ``results/table1_ml100k.md``
 SLOW_MODELS = ("VI(3)", "VI(3)+S")
@@ -141,6 +146,13 @@ GIBBS_MODELS = {
 SVI_SETTINGS: dict[str, dict[str, Any]] = {
     "BayesianMF": {"epochs": 100, "lr": 0.1, "final_lr": 0.002},
     "BayesianMF-implicit": {"epochs": 100, "lr": 0.1, "final_lr": 0.002},
+    # the users integrated out (fit_svi(..., collapse_rows=True)), BayesianMF's settings
+    "BayesianMF-collapsed": {"epochs": 100, "lr": 0.1, "final_lr": 0.002,
+                             "collapse_rows": True},
+    "BayesianMF-implicit-collapsed": {"epochs": 100, "lr": 0.1, "final_lr": 0.002,
+                                      "collapse_rows": True},
+    "BayesianMF-ARD-implicit-collapsed": {"epochs": 100, "lr": 0.1, "final_lr": 0.002,
+                                          "collapse_rows": True},
     "VI(0)": {"epochs": 60, "lr": 0.1, "final_lr": 0.002, "kl_warmup": 20},
     "VI(0)+S": {"epochs": 60, "lr": 0.1, "final_lr": 0.002, "kl_warmup": 20},
     # the deep rows: the library's defaults (inference.svi_defaults, tuned on the same
@@ -165,6 +177,8 @@ TUNING_NOTES = {
     "BayesianMF-implicit-Gibbs": "not tuned: the ARD row's model and sweeps with "
     "implicit=True, as in benchmarks/peers.py",
     "BayesianMF-implicit": "not tuned: BayesianMF's SVI settings with implicit=True",
+    "collapsed": "not tuned: the BayesianMF row's SVI settings with collapse_rows=True (each "
+    "user's vector and bias integrated out, inference.collapsed)",
     "BayesianMF": "lr 0.02/60 epochs: 0.937; lr 0.05/100: 0.911; lr 0.1/100: 0.907 "
     "(slow convergence, not collapse: larger lr was the fix)",
     "VI(0)": "no KL warm-up: collapses to a biases-only fit for every lr (0.02-0.1), init "
@@ -213,7 +227,7 @@ def build_model(name: str, R: Ratings) -> models.GaussianFactorModel:
     if name.startswith("BayesianMF"):
         ard = "-ARD" in name
         return models.BayesianMF(n, m, rank=RANK, ard=ard, factor_means=ard,
-                                 implicit=name.endswith("-implicit"))
+                                 implicit="-implicit" in name)
     hidden = HIDDEN if name.startswith("VI(3)") else ()
     feats = R.col_features if name.endswith("+S") else None
     if feats is None and name.endswith("+S"):
@@ -418,7 +432,12 @@ def summary_table(results: dict[str, Any], earlier: dict[str, Any]) -> str:
 #: paired differences (first - second, per split) shown in the markdown
 PAIRS = (("BayesianMF-implicit-Gibbs", "BayesianMF-ARD-Gibbs"),
          ("BayesianMF-implicit", "BayesianMF"),
-         ("BayesianMF-Gibbs", "BayesianMF"))
+         ("BayesianMF-Gibbs", "BayesianMF"),
+         ("BayesianMF-collapsed", "BayesianMF"),
+         ("BayesianMF-collapsed", "BayesianMF-Gibbs"),
+         ("BayesianMF-implicit-collapsed", "BayesianMF-implicit"),
+         ("BayesianMF-implicit-collapsed", "BayesianMF-implicit-Gibbs"),
+         ("BayesianMF-ARD-implicit-collapsed", "BayesianMF-implicit-Gibbs"))
 
 
 def paired(per_split: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:

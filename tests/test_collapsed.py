@@ -85,7 +85,7 @@ def test_draws_and_log_q_follow_the_conditional():
     R, model, guide = _setup({})
     draws = guide.sample_latents(2, torch.Generator().manual_seed(5))
     log_q = guide.log_q(draws)
-    rest = MeanFieldGuide_log_q(guide, draws)
+    rest = _mean_field_log_q(guide, draws)
     for i in range(2):
         z = {s.name: draws[s.name][i:i + 1] for s in guide.specs}
         shapes = {s.name: tuple(s.shape) for s in guide.specs}
@@ -99,7 +99,16 @@ def test_draws_and_log_q_follow_the_conditional():
         assert float(log_q[i]) == pytest.approx(float(rest[i] + cond), abs=1e-3)
 
 
-def MeanFieldGuide_log_q(guide: CollapsedRowsGuide, draws: dict) -> torch.Tensor:
+def test_posterior_std_of_the_users_is_their_spread_over_draws():
+    R, model, guide = _setup({})
+    std = guide.posterior_std(num_samples=400, seed=1)
+    draws = guide.sample_latents(400, torch.Generator().manual_seed(2))
+    assert set(std) == {s.name for s in model.latent_specs()}
+    torch.testing.assert_close(std["U"], draws["U"].std(0), atol=0.05, rtol=0.15)
+    torch.testing.assert_close(std["V"], guide.scale("V"))
+
+
+def _mean_field_log_q(guide: CollapsedRowsGuide, draws: dict) -> torch.Tensor:
     return sum(guide.distribution(s).log_prob(draws[s.name]) for s in guide.specs).double()
 
 

@@ -22,8 +22,9 @@ mean-field); its ELBO
 is at least the ELBO of the same ``q(theta)`` with any ``q(w)``, the mean-field one
 included. :func:`collapsed_elbo_terms` estimates it from a minibatch of whole users (each
 with all of its ratings, scaled by ``n_users / batch``: unbiased over a uniform draw of
-users); ``theta`` is drawn whole at every step, so a step costs the batch's ratings times
-``D^2`` (``D``: a user's entries, ``K + 1``) plus the items' arrays.
+users); ``theta`` is drawn whole at every step, so a step costs ``O((b + M) D^2 + B D^3)``
+for ``b`` ratings of ``B`` users, ``M`` items and ``D`` entries per user (``K + 1``). The
+users' regressions run in float64.
 
 Draws (:meth:`CollapsedRowsGuide.sample_latents`) take ``theta ~ q`` and then each user's
 ``w_n`` from its exact conditional given the training ratings, which the guide keeps (as
@@ -251,7 +252,7 @@ class CollapsedRowsGuide(MeanFieldGuide):
         shift = white if eps is None else white + eps.to(F64)
         w = m + torch.linalg.solve_triangular(
             chol.mT, shift.unsqueeze(-1), upper=True).squeeze(-1)
-        log_q = torch.zeros((), dtype=F64)
+        log_q = torch.zeros((), dtype=F64, device=chol.device)
         if eps is not None:
             D = w.shape[-1]
             log_q = (torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum()
@@ -283,9 +284,15 @@ class CollapsedRowsGuide(MeanFieldGuide):
         w, _ = self._rows_given(z, shapes, None)
         return {**{k: v[0] for k, v in z.items()}, **self._split(w)}
 
-    def posterior_std(self) -> dict[str, torch.Tensor]:
-        raise NotImplementedError("the users' marginal q is a mixture over theta: "
-                                  "use the spread of sample_latents' draws")
+    @torch.no_grad()
+    def posterior_std(self, num_samples: int = 200, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Posterior standard deviations: the mean-field sites' exactly, the users' (a
+        mixture of their conditionals over ``theta``) from ``num_samples`` draws."""
+        out = super().posterior_std()
+        draws = self.sample_latents(num_samples, torch.Generator().manual_seed(seed))
+        for spec in self.row_specs:
+            out[spec.name] = draws[spec.name].std(0)
+        return out
 
     @torch.no_grad()
     def log_q(self, z: dict[str, torch.Tensor]) -> torch.Tensor:

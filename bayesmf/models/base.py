@@ -190,9 +190,10 @@ class FactorModel(PyroModule, metaclass=_AbstractPyroModuleMeta):
         Gaussian: given the other sites, each user's entries of these arrays are then a
         Bayesian linear regression on that user's ratings, with a closed-form marginal
         likelihood and posterior (``fit_svi(..., collapse_rows=True)``,
-        :mod:`bayesmf.inference.collapsed`). :meth:`mean` must accept the keywords
-        ``feature_rows`` and ``feature_cols`` (the original indices) when it looks
-        anything else up by row.
+        :mod:`bayesmf.inference.collapsed`). Such a model also implements
+        ``row_design(z) -> (X, offset, shift)``, the affine form ``mean(n, m) = X[m] .
+        (w_n + shift[n]) + offset[m]`` with ``w_n`` the user's entries of these arrays in
+        this order (see :meth:`bayesmf.models.BayesianMF.row_design`).
         """
         return ()
 
