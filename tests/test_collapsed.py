@@ -185,3 +185,17 @@ def test_collapsed_guide_is_not_a_pyro_guide_and_needs_one_particle():
     with pytest.raises(ValueError, match="one particle"):
         inference.fit_svi(models.BayesianMF(*SHAPE, rank=2), R, collapse_rows=True,
                           num_particles=2, epochs=1, progress=False)
+
+
+def test_a_killed_collapsed_fit_resumes_to_the_same_result(tmp_path):
+    R, _ = data.synthetic_ratings(n_rows=40, n_cols=30, rank=2, density=0.5, seed=0)
+    opts = {"epochs": 6, "batch_size": 200, "seed": 3, "progress": False,
+            "collapse_rows": True}
+    whole = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, **opts)
+    ck = tmp_path / "ck.pt"
+    inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, checkpoint=ck, checkpoint_every=1,
+                      stop_after=2, **opts)
+    resumed = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, checkpoint=ck, **opts)
+    assert len(resumed.elbo_history) == 6 and resumed.settings["finished"]
+    for name, p in whole.guide.named_parameters():
+        torch.testing.assert_close(dict(resumed.guide.named_parameters())[name], p)
