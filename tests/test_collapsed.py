@@ -199,3 +199,17 @@ def test_a_killed_collapsed_fit_resumes_to_the_same_result(tmp_path):
     assert len(resumed.elbo_history) == 6 and resumed.settings["finished"]
     for name, p in whole.guide.named_parameters():
         torch.testing.assert_close(dict(resumed.guide.named_parameters())[name], p)
+
+
+def test_predictions_for_some_users_equal_those_of_the_full_draws():
+    """A prediction solves only the regressions of the users it asks about: the same values
+    as from every user's draws, NaN for the others."""
+    R, _ = data.synthetic_ratings(n_rows=40, n_cols=30, rank=2, density=0.5, seed=0)
+    fit = inference.fit_svi(models.BayesianMF(40, 30, rank=2, implicit=True), R,
+                            collapse_rows=True, epochs=5, progress=False)
+    some = R.subset(torch.nonzero(R.rows < 7).flatten())
+    full = fit.model.expected(fit.sample(20, seed=4), some.rows, some.cols).mean(0)
+    torch.testing.assert_close(fit.predict(some, num_samples=20, seed=4), full)
+    part = fit.guide.sample_latents(3, torch.Generator().manual_seed(0),
+                                    users=torch.tensor([1, 5]))
+    assert torch.isnan(part["U"][:, 0]).all() and not torch.isnan(part["U"][:, [1, 5]]).any()

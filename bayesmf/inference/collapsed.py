@@ -244,11 +244,22 @@ class CollapsedRowsGuide(MeanFieldGuide):
         return z, shapes
 
     def _rows_given(self, z: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]],
-                    eps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every user's block drawn from its conditional (``eps``: standard normals; ``None``:
-        the conditional mean) and its log density ``(,)``."""
-        _, chol, white, m = self.regression(z, shapes, self.train_rows, self.train_cols,
-                                            self.train_values)
+                    eps: torch.Tensor | None, users: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every user's block (or those of ``users``, sorted) drawn from its conditional
+        (``eps``: standard normals of those users; ``None``: the conditional mean) and the
+        draws' log density ``(,)``."""
+        if users is None:
+            rows, cols, values = self.train_rows, self.train_cols, self.train_values
+        else:
+            count = torch.bincount(self.train_rows, minlength=self.n_users)
+            start = torch.cumsum(count, 0) - count
+            lens = count[users]
+            first = torch.repeat_interleave(start[users] - (torch.cumsum(lens, 0) - lens), lens)
+            pos = first + torch.arange(int(lens.sum()), device=lens.device)
+            rows, cols, values = (t[pos] for t in (self.train_rows, self.train_cols,
+                                                   self.train_values))
+        _, chol, white, m = self.regression(z, shapes, rows, cols, values, users)
         shift = white if eps is None else white + eps.to(F64)
         w = m + torch.linalg.solve_triangular(
             chol.mT, shift.unsqueeze(-1), upper=True).squeeze(-1)
@@ -262,17 +273,26 @@ class CollapsedRowsGuide(MeanFieldGuide):
     # ------------------------------------------------------------ the guide's answers
     @torch.no_grad()
     def sample_latents(
-        self, num_samples: int, generator: torch.Generator | None = None
+        self, num_samples: int, generator: torch.Generator | None = None,
+        users: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Independent draws of every site: ``theta ~ q``, then each user's entries from
-        their exact conditional given ``theta`` and the training ratings."""
+        their exact conditional given ``theta`` and the training ratings.
+
+        ``users`` (sorted, distinct): solve only these users' regressions, for predictions
+        about them; their draws are the same as without ``users`` (same generator), the other
+        users' entries are NaN."""
         draws: list[dict[str, torch.Tensor]] = []
         D = sum(self.row_sizes)
         for _ in range(num_samples):
             z, shapes = self._theta(generator)
             eps = torch.randn((self.n_users, D), generator=generator,
                               device=self.train_values.device, dtype=self.train_values.dtype)
-            w, _ = self._rows_given(z, shapes, eps)
+            if users is None:
+                w, _ = self._rows_given(z, shapes, eps)
+            else:
+                part, _ = self._rows_given(z, shapes, eps[users], users)
+                w = torch.full_like(eps, float("nan")).index_copy_(0, users, part)
             draws.append({**{k: v[0] for k, v in z.items()}, **self._split(w)})
         return {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
 

@@ -45,6 +45,12 @@ class PosteriorFit(Fit):
         """``num_samples`` draws of every latent site, each with a leading sample dim (a
         finite set of kept draws may return fewer: all of them, once)."""
 
+    def _draw_for(self, data: Any, num_samples: int, generator: torch.Generator
+                  ) -> dict[str, torch.Tensor]:
+        """Draws used for predictions at the entries of ``data``: :meth:`_draw`'s, unless a
+        fit can skip what ``data`` does not touch (with the same values where it does)."""
+        return self._draw(num_samples, generator)
+
     def sample(self, num_samples: int = 200, seed: int = 0) -> dict[str, torch.Tensor]:
         """Draws of every latent array and hyper-parameter."""
         gen = torch.Generator(device=self.model.device).manual_seed(seed)
@@ -77,7 +83,7 @@ class PosteriorFit(Fit):
         """``fn(z_chunk, data)`` over the draws of one call, chunked over samples."""
         data = self._check(data)
         gen = torch.Generator(device=self.model.device).manual_seed(seed)
-        z = self._draw(num_samples or self.default_num_samples, gen)
+        z = self._draw_for(data, num_samples or self.default_num_samples, gen)
         S = next(iter(z.values())).shape[0]
         per_draw = max(1, len(data) * max(getattr(self.model, "n_inputs", 1), 1) * 4)
         size = max(1, min(S, int(5e7 // per_draw)))

@@ -88,6 +88,13 @@ class VariationalFit(PosteriorFit):
     def _draw(self, num_samples: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return self.guide.sample_latents(num_samples, generator=generator)
 
+    def _draw_for(self, data: Any, num_samples: int, generator: torch.Generator
+                  ) -> dict[str, torch.Tensor]:
+        if isinstance(self.guide, CollapsedRowsGuide):  # only the users data asks about
+            return self.guide.sample_latents(num_samples, generator=generator,
+                                             users=torch.unique(data.rows.long()))
+        return self._draw(num_samples, generator)
+
     def _payload(self) -> dict[str, Any]:
         return {
             **self._model_payload(),
