@@ -252,11 +252,7 @@ class CollapsedRowsGuide(MeanFieldGuide):
         if users is None:
             rows, cols, values = self.train_rows, self.train_cols, self.train_values
         else:
-            count = torch.bincount(self.train_rows, minlength=self.n_users)
-            start = torch.cumsum(count, 0) - count
-            lens = count[users]
-            first = torch.repeat_interleave(start[users] - (torch.cumsum(lens, 0) - lens), lens)
-            pos = first + torch.arange(int(lens.sum()), device=lens.device)
+            pos = _positions(torch.bincount(self.train_rows, minlength=self.n_users), users)
             rows, cols, values = (t[pos] for t in (self.train_rows, self.train_cols,
                                                    self.train_values))
         _, chol, white, m = self.regression(z, shapes, rows, cols, values, users)
@@ -402,15 +398,20 @@ def user_batches(
     rows = rows.long()
     order = torch.argsort(rows, stable=True)
     count = torch.bincount(rows, minlength=n_users)
-    start = torch.cumsum(count, 0) - count
     active = torch.nonzero(count > 0).flatten()
     if generator is not None:
         active = active[torch.randperm(len(active), generator=generator).to(active.device)]
     out = []
     for group in active.split(max(1, int(per_batch))):
         users = torch.sort(group).values
-        lens = count[users]
-        first = torch.repeat_interleave(start[users] - (torch.cumsum(lens, 0) - lens), lens)
-        pos = first + torch.arange(int(lens.sum()), device=rows.device)
-        out.append((users, order[pos]))
+        out.append((users, order[_positions(count, users)]))
     return out
+
+
+def _positions(count: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    """Positions of the ratings of ``users`` (in order) in an array sorted by user, whose
+    user ``u`` has ``count[u]`` ratings."""
+    start = torch.cumsum(count, 0) - count
+    lens = count[users]
+    first = torch.repeat_interleave(start[users] - (torch.cumsum(lens, 0) - lens), lens)
+    return first + torch.arange(int(lens.sum()), device=count.device)
