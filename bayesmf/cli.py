@@ -128,7 +128,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
              "leaving those ratings out, so LOO is approximate there; the held-out density "
              "above needs no such correction)")
     gap = diagnostics.rmse(test.values, rows["BayesianMF (SVI)"]) / args.noise - 1.0
-    gap = diagnostics.rmse(test.values, rows["BayesianMF (SVI)"]) / args.noise - 1.0
     _say("")
     _say(
         f"  SVI test RMSE is {100 * gap:+.1f}% from the noise floor "
