@@ -108,6 +108,7 @@ def test_posterior_std_of_the_users_is_their_spread_over_draws():
     torch.testing.assert_close(std["V"], guide.scale("V"))
 
 
+@torch.no_grad()
 def _mean_field_log_q(guide: CollapsedRowsGuide, draws: dict) -> torch.Tensor:
     return sum(guide.distribution(s).log_prob(draws[s.name]) for s in guide.specs).double()
 
