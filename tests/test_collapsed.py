@@ -113,6 +113,7 @@ def _mean_field_log_q(guide: CollapsedRowsGuide, draws: dict) -> torch.Tensor:
     return sum(guide.distribution(s).log_prob(draws[s.name]) for s in guide.specs).double()
 
 
+@torch.no_grad()
 def test_minibatches_of_users_are_unbiased_over_a_partition():
     """With the same draw of the other sites, the scaled minibatch estimates of a partition
     of the users average to the full bound."""
