@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from bayesmf import data, inference, models
 from bayesmf.data import Ratings
 from bayesmf.inference.objectives import local_elbo_terms
 
@@ -39,3 +40,17 @@ def partition_terms(model, guide, R: Ratings, eps, particles: int, parts: int, s
     perm = torch.randperm(len(R), generator=torch.Generator().manual_seed(seed))
     return full, [local_elbo_terms(model, guide, R, idx, particles, eps)
                   for idx in perm.chunk(parts)]
+
+
+def against_mean_field(tmp_path, epochs: int, **options):
+    """A rank-2 ``BayesianMF`` fitted full batch to rank-2 data (40 x 30, noise 0.3) by the
+    mean-field guide and with ``options`` (e.g. ``row_covariance=True``), the latter saved
+    and loaded back: ``(ratings, mean-field fit, fit, loaded fit)``."""
+    R, _ = data.synthetic_ratings(n_rows=40, n_cols=30, rank=2, density=0.5, noise=0.3,
+                                  seed=0)
+    opts = {"epochs": epochs, "batch_size": None, "lr": 0.05, "final_lr": 0.01, "seed": 0,
+            "progress": False}
+    mf = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, **opts)
+    fit = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, **options, **opts)
+    fit.save(tmp_path / "fit.pt")
+    return R, mf, fit, inference.load(tmp_path / "fit.pt")

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from _ratings import against_mean_field
 from torch.distributions import MultivariateNormal
 
 from bayesmf import data, inference, models
@@ -145,17 +146,9 @@ def test_fit_predicts_saves_loads_and_tightens_the_bound(tmp_path):
     """On rank-2 data the collapsed fit's bound is higher than the mean-field fit's ELBO
     (for the same q of the items it is at least the mean-field one); a saved fit predicts
     the same after loading. (Its noise against the exact posterior's: test_gold_standard.)"""
-    R, _ = data.synthetic_ratings(n_rows=40, n_cols=30, rank=2, density=0.5, noise=0.3,
-                                  seed=0)
-    opts = {"epochs": 300, "batch_size": None, "lr": 0.05, "final_lr": 0.01, "seed": 0,
-            "progress": False}
-    mf = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, **opts)
-    co = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, collapse_rows=True, **opts)
+    R, mf, co, back = against_mean_field(tmp_path, 300, collapse_rows=True)
     assert co.inference_name == "SVI collapsed rows" and co.settings["collapse_rows"]
     assert sum(co.elbo_history[-20:]) / 20 > sum(mf.elbo_history[-20:]) / 20
-    path = tmp_path / "fit.pt"
-    co.save(path)
-    back = inference.load(path)
     assert isinstance(back.guide, CollapsedRowsGuide)
     torch.testing.assert_close(back.predict(R), co.predict(R))
     assert math.isfinite(float(co.log_likelihood(R).mean()))

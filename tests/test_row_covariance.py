@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _ratings import distinct_ratings, even_ratings, partition_terms
+from _ratings import against_mean_field, distinct_ratings, even_ratings, partition_terms
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from bayesmf import data, inference, models
+from bayesmf import models
 from bayesmf.data import Ratings
 from bayesmf.inference.guides import MeanFieldGuide, correlate
 from bayesmf.inference.objectives import local_elbo_terms
@@ -125,17 +125,9 @@ def test_sparse_rows_get_gradients_for_their_factors_only():
 def test_fit_saves_loads_and_reaches_a_higher_elbo_than_mean_field(tmp_path):
     """The family contains the mean-field one and starts at its init: on correlated
     posteriors (a rank-2 model of rank-2 data) its ELBO is higher."""
-    R, _ = data.synthetic_ratings(n_rows=40, n_cols=30, rank=2, density=0.5, noise=0.3,
-                                  seed=0)
-    opts = {"epochs": 400, "batch_size": None, "lr": 0.05, "final_lr": 0.01, "seed": 0,
-            "progress": False}
-    mf = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, **opts)
-    rc = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, row_covariance=True, **opts)
+    R, mf, rc, back = against_mean_field(tmp_path, 400, row_covariance=True)
     assert rc.inference_name == "SVI row-covariance" and rc.settings["row_covariance"]
     assert np.mean(rc.elbo_history[-20:]) > np.mean(mf.elbo_history[-20:])
-    path = tmp_path / "fit.pt"
-    rc.save(path)
-    back = inference.load(path)
     assert back.guide.row_covariance
     torch.testing.assert_close(back.predict(R), rc.predict(R))
     torch.testing.assert_close(back.guide.offdiag["U"], rc.guide.offdiag["U"])
