@@ -107,6 +107,9 @@ class CollapsedRowsGuide(MeanFieldGuide):
         self.register_buffer("train_rows", train.rows.long()[order])
         self.register_buffer("train_cols", train.cols.long()[order])
         self.register_buffer("train_values", train.values[order])
+        # each user's number of ratings (derived, so not saved)
+        self.register_buffer("train_count", torch.bincount(
+            self.train_rows, minlength=self.n_users), persistent=False)
         self.to(model.device)
 
     @property
@@ -252,7 +255,7 @@ class CollapsedRowsGuide(MeanFieldGuide):
         if users is None:
             rows, cols, values = self.train_rows, self.train_cols, self.train_values
         else:
-            pos = _positions(torch.bincount(self.train_rows, minlength=self.n_users), users)
+            pos = _positions(self.train_count, users)
             rows, cols, values = (t[pos] for t in (self.train_rows, self.train_cols,
                                                    self.train_values))
         _, chol, white, m = self.regression(z, shapes, rows, cols, values, users)
