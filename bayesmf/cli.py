@@ -124,7 +124,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"  PSIS-LOO on the training ratings: elpd {float(loo.elpd_loo) / len(train):.3f} per "
          f"rating; {100 * float((khat > 0.7).mean()):.1f}% of Pareto k > 0.7")
     if (khat > 0.7).any() or any("Pareto" in str(w.message) for w in caught):
-        _say("    (k > 0.7: draws from the mean-field q are a poor importance proposal for "
+        _say("    (k > 0.7: draws from the variational q are a poor importance proposal for "
              "leaving those ratings out, so LOO is approximate there; the held-out density "
              "above needs no such correction)")
     gap = diagnostics.rmse(test.values, rows["BayesianMF (SVI)"]) / args.noise - 1.0
@@ -269,7 +269,7 @@ def _svi_model(args: argparse.Namespace, train):
 def _svi(args: argparse.Namespace, train):
     from bayesmf import inference
 
-    if args.collapse_rows and (args.model != "bmf" or args.likelihood != "gaussian"
+    if args.collapse_rows is True and (args.model != "bmf" or args.likelihood != "gaussian"
                                or args.nuts):
         raise UsageError("--collapse-rows integrates the users of Bayesian MF out in SVI: "
                          "use it with --model bmf, the Gaussian likelihood and without --nuts")
@@ -536,9 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--row-covariance", action="store_true",
                    help="bmf/nnmf/lfm: a full covariance for each user's and item's latent "
                    "vector in q (SVI), instead of the fully factorised guide")
-    b.add_argument("--collapse-rows", action="store_true",
-                   help="bmf: integrate each user's vector and bias out exactly (SVI); a "
-                   "higher ELBO and a noise posterior nearer the exact one than mean-field")
+    b.add_argument("--collapse-rows", action=argparse.BooleanOptionalAction, default=None,
+                   help="bmf: integrate each user's vector and bias out exactly (SVI; the "
+                   "default for Gaussian bmf): a higher ELBO, a noise posterior nearer the "
+                   "exact one and epochs that grow linearly with the data; "
+                   "--no-collapse-rows fits the mean-field guide")
     b.add_argument("--likelihood", choices=("gaussian", "discretized"), default="gaussian",
                    help="bmf/nnmf: observation model; 'discretized' bins the Normal to the "
                    "integer rating levels (predictions and intervals stay on the scale)")

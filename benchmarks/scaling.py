@@ -1,7 +1,8 @@
 """How the cost of every engine grows with the number of ratings (issue 11).
 
-For each engine (ALS iteration, SGD epoch, SVI epoch (mean-field, and with the users
-integrated out: ``collapse_rows=True``), Gibbs sweep, and myFM's Gibbs sample as
+For each engine (ALS iteration, SGD epoch, SVI epoch (``fit_svi``'s default for Bayesian
+MF, the users integrated out, and the mean-field guide: ``collapse_rows=False``), Gibbs
+sweep, and myFM's Gibbs sample as
 the peer when it is installed) and each size (synthetic rank-10 ratings at 1e5, 1e6, 1e7 and
 the real Jester dataset 1, 1.8 M ratings) a fresh worker process builds the data, runs the
 engine for 1 and for 1 + ``units`` units of work and reports
@@ -39,10 +40,15 @@ from _common import REPO, default_data_dir, write_results
 
 log = logging.getLogger("benchmarks.scaling")
 
-ENGINES = ("ALS", "SGD", "SVI", "SVI collapsed", "Gibbs", "myFM")
-UNIT = {"ALS": "iteration", "SGD": "epoch", "SVI": "epoch (batch 10k)",
-        "SVI collapsed": "epoch (batch max(10k, 5 x items))", "Gibbs": "sweep",
-        "myFM": "sample"}
+ENGINES = ("ALS", "SGD", "SVI", "SVI mean-field", "Gibbs", "myFM")
+UNIT = {"ALS": "iteration", "SGD": "epoch",
+        "SVI": "epoch (default: users integrated out; batch max(10k, 5 x items))",
+        "SVI mean-field": "epoch (batch 10k)", "Gibbs": "sweep", "myFM": "sample"}
+#: engines renamed since an earlier results file (read by --merge / --render)
+RENAMED = {"SVI collapsed": "SVI"}
+#: what an engine's name meant in results files before fit_svi integrated the users out by
+#: default: "SVI" was the mean-field guide (its rows are read back as "SVI mean-field")
+OLD_MEANING = {"SVI": "SVI mean-field"}
 RANK = 10
 
 
@@ -74,12 +80,12 @@ def _run(engine: str, R, units: int) -> None:
         inference.als(R, rank=RANK, reg=10.0, epochs=units, tol=0.0, progress=False)
     elif engine == "SGD":
         inference.sgd_mf(R, rank=RANK, epochs=units, lr=0.1, progress=False)  # any scale
-    elif engine == "SVI":
+    elif engine == "SVI":  # the default: the users integrated out (collapse_rows)
         inference.fit_svi(models.BayesianMF(*R.shape, rank=RANK), R, epochs=units,
                           batch_size=10_000, lr=0.05, progress=False)
-    elif engine == "SVI collapsed":  # the users integrated out (collapse_rows=True)
+    elif engine == "SVI mean-field":
         inference.fit_svi(models.BayesianMF(*R.shape, rank=RANK), R, epochs=units,
-                          batch_size=10_000, lr=0.05, progress=False, collapse_rows=True)
+                          batch_size=10_000, lr=0.05, progress=False, collapse_rows=False)
     elif engine == "Gibbs":
         inference.fit_gibbs(models.BayesianMF(*R.shape, rank=RANK, ard=True, factor_means=True),
                             R, num_samples=units, burn_in=0, thin=1, progress=False)
@@ -216,15 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     old = REPO / "benchmarks" / "results" / f"{name}.json"
     if (args.merge or args.render) and old.exists():
         recorded = json.loads(old.read_text())["settings"]
-        for engine, by_size in recorded["raw"].items():
+        raw = recorded["raw"]
+        if any(e in raw for e in RENAMED):  # an older file: its "SVI" was the mean-field guide
+            raw = {RENAMED.get(e, OLD_MEANING.get(e, e)): r for e, r in raw.items()}
+        for engine, by_size in raw.items():
             results.setdefault(engine, {}).update(by_size)
         if args.render:
             sizes, units = recorded["sizes"], recorded["units"]
     for size in [] if args.render else sizes:
         for engine in args.engines:  # engines alternate within each size
             r = measure(engine, size, units or _default_units(size))
-            if r is not None:
-                results[engine][size] = r
+            if r is not None:  # (dated: a merged file may hold runs of several days)
+                results[engine][size] = {**r, "measured": time.strftime("%Y-%m-%d")}
                 log.info("%-6s %-7s %8.3f s/%s  %7.0f MB", engine, size, r["seconds_per_unit"],
                          UNIT[engine], r["peak_mb_above_import"])
     results = {e: results[e] for e in sorted(results, key=lambda e: ENGINES.index(e)
@@ -245,13 +254,19 @@ def main(argv: list[str] | None = None) -> int:
             table[engine] = row
     settings = {"rank": RANK, "sizes": sizes,
                 "units": units or {s: _default_units(s) for s in sizes}, "threads": 1,
-                "svi_collapsed": "fit_svi(BayesianMF, collapse_rows=True): minibatches of "
-                                 "whole users, raised to 5 ratings per item (50,000 ratings "
-                                 "at 1e6 and 1e7); the items drawn whole at every step",
+                "svi": "fit_svi(BayesianMF) with its defaults: the users integrated out "
+                       "(collapse_rows), minibatches of whole users, raised to 5 ratings per "
+                       "item (50,000 ratings at 1e6 and 1e7); the items drawn whole at every "
+                       "step. 'SVI mean-field': collapse_rows=False, batch 10k",
                 "data": "synthetic_ratings (rank 10, biases, ~100 ratings per user) and "
                         "Jester dataset 1 (jester-1/jester-data-1.csv)",
                 "engines": {e: UNIT[e] for e in results},
                 "myFM": "MyFMRegressor(rank=10) on one-hot user+item features, .bench-venv",
+                # when each row was measured: rows of different runs (--merge) may come from
+                # machines of different speeds; each row's exponent is from one run
+                "measured": {e: sorted({r.get("measured", "undated (an earlier run)")
+                                        for r in by_size.values()})
+                             for e, by_size in results.items()},
                 "raw": results}
     json_path, _ = write_results(name, {"scaling": table}, settings)
     plot(results, json_path.with_suffix(".png"))

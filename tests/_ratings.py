@@ -50,7 +50,8 @@ def against_mean_field(tmp_path, epochs: int, **options):
                                   seed=0)
     opts = {"epochs": epochs, "batch_size": None, "lr": 0.05, "final_lr": 0.01, "seed": 0,
             "progress": False}
-    mf = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, **opts)
-    fit = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, **options, **opts)
+    mf = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, collapse_rows=False, **opts)
+    fit = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R,
+                            **{"collapse_rows": False, **options}, **opts)
     fit.save(tmp_path / "fit.pt")
     return R, mf, fit, inference.load(tmp_path / "fit.pt")

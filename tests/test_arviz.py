@@ -40,6 +40,7 @@ def fitted():
             lr=0.1,
             final_lr=0.02,
             progress=False,
+            collapse_rows=False,  # every site in q (the collapsed default: test_collapsed)
         )
         idata = to_inference_data(fit, test, num_samples=S, seed=0, train=train)
         yield fit, train, test, idata

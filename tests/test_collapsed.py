@@ -154,6 +154,30 @@ def test_fit_predicts_saves_loads_and_tightens_the_bound(tmp_path):
     assert math.isfinite(float(co.log_likelihood(R).mean()))
 
 
+def test_collapsed_is_the_default_where_the_model_allows_it(tmp_path):
+    """fit_svi integrates the users of a Gaussian BayesianMF out unless told not to; models
+    without collapsible rows (the discretized likelihood, several particles) get mean-field;
+    a collapsed fit with item covariances (row_covariance) saves and loads back."""
+    R, _ = data.synthetic_ratings(n_rows=40, n_cols=30, rank=2, density=0.5, seed=0)
+    opts = {"epochs": 3, "batch_size": None, "progress": False}
+    default = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, **opts)
+    assert isinstance(default.guide, CollapsedRowsGuide) and default.settings["collapse_rows"]
+    off = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, collapse_rows=False, **opts)
+    two = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, num_particles=2, **opts)
+    for fit in (off, two):
+        assert not isinstance(fit.guide, CollapsedRowsGuide)
+        assert not fit.settings["collapse_rows"]
+    levels = data.Ratings(R.rows, R.cols, R.values.round().clamp(1, 5), shape=R.shape)
+    disc = inference.fit_svi(models.BayesianMF(40, 30, rank=2, likelihood="discretized"),
+                             levels, **opts)
+    assert not isinstance(disc.guide, CollapsedRowsGuide)
+    items = inference.fit_svi(models.BayesianMF(40, 30, rank=2), R, row_covariance=True, **opts)
+    items.save(tmp_path / "items.pt")
+    back = inference.load(tmp_path / "items.pt")
+    assert isinstance(back.guide, CollapsedRowsGuide) and "V" in back.guide.offdiag
+    torch.testing.assert_close(back.predict(R), items.predict(R))
+
+
 def test_minibatch_fit_runs_in_batches_of_whole_users():
     R, _ = data.synthetic_ratings(n_rows=40, n_cols=30, rank=2, density=0.5, seed=0)
     fit = inference.fit_svi(models.BayesianMF(40, 30, rank=2, implicit=True), R,

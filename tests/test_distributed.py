@@ -27,8 +27,9 @@ from bayesmf.inference.guides import MeanFieldGuide
 from bayesmf.inference.svi import annealed_loss
 
 WORLD = 2
-SVI = dict(epochs=12, batch_size=None, lr=0.05, seed=3, progress=False)
-MINI = dict(epochs=3, batch_size=100, lr=0.05, seed=1, progress=False)
+# (the mean-field guide: a single process would otherwise integrate the users out)
+SVI = dict(epochs=12, batch_size=None, lr=0.05, seed=3, progress=False, collapse_rows=False)
+MINI = dict(epochs=3, batch_size=100, lr=0.05, seed=1, progress=False, collapse_rows=False)
 ALS = dict(rank=3, reg=2.0, epochs=8, tol=0.0, seed=2, dtype=torch.float64)
 
 
