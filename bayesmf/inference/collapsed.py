@@ -52,6 +52,17 @@ __all__ = ["CollapsedRowsGuide", "collapsed_elbo_terms", "user_batches"]
 F64 = torch.float64
 
 
+def _triangle(D: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The upper triangle of a ``D x D`` matrix: its ``(row, col)`` indices ``(2, T)`` and,
+    for each of the ``D^2`` entries in row-major order, the position of its value among
+    them (``(j, i)`` reads ``(i, j)``)."""
+    upper = torch.triu_indices(D, D, device=device)
+    pos = torch.empty(D, D, dtype=torch.long, device=device)
+    pos[upper[0], upper[1]] = torch.arange(upper.shape[1], device=device)
+    pos[upper[1], upper[0]] = torch.arange(upper.shape[1], device=device)
+    return upper, pos.flatten()
+
+
 class CollapsedRowsGuide(MeanFieldGuide):
     """``q(theta)`` mean-field times the exact conditional of each user's entries.
 
@@ -205,11 +216,15 @@ class CollapsedRowsGuide(MeanFieldGuide):
             ones = torch.sparse_csr_tensor(crow, cols, torch.ones_like(y), (B, M),
                                            check_invariants=False)
             rated = torch.sparse_csr_tensor(crow, cols, y, (B, M), check_invariants=False)
-        per_item = torch.cat([(X64[:, :, None] * X64[:, None, :]).reshape(M, D * D),
+        # the Gram matrices are symmetric: only their upper triangles are summed (T = D (D +
+        # 1) / 2 columns instead of D^2, in the product and in its backward pass)
+        upper, full = _triangle(D, X.device)
+        T = upper.shape[1]
+        per_item = torch.cat([X64[:, upper[0]] * X64[:, upper[1]],
                               X64 * off[:, None], (off * off)[:, None]], 1)
         sums = ones @ per_item
-        gram = sums[:, : D * D].reshape(B, D, D)
-        xo, oo = sums[:, D * D : D * D + D], sums[:, -1]
+        gram = sums[:, :T].index_select(1, full).reshape(B, D, D)
+        xo, oo = sums[:, T : T + D], sums[:, -1]
         with_y = rated @ torch.cat([X64, off[:, None]], 1)
         xy, oy = with_y[:, :D], with_y[:, D]
         yy = torch.zeros(B, dtype=F64, device=X.device).index_add_(0, local, y * y)
