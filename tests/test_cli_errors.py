@@ -120,11 +120,16 @@ def test_row_covariance_flag_reaches_the_guide(ratings_csv, tmp_path):
 
     _, path = ratings_csv
     run = tmp_path / "run"
-    assert main(["fit", "--ratings", str(path), "--user-col", "uid", "--item-col", "iid",
-                 "--rating-col", "stars", "--model", "bmf", "--rank", "2", "--epochs", "3",
-                 "--quiet", "--row-covariance", "--out", str(run)]) == 0
+    args = ["fit", "--ratings", str(path), "--user-col", "uid", "--item-col", "iid",
+            "--rating-col", "stars", "--model", "bmf", "--rank", "2", "--epochs", "3",
+            "--quiet", "--row-covariance"]
+    assert main([*args, "--no-collapse-rows", "--out", str(run)]) == 0
     fit = inference.load(run / "fit.pt")
     assert fit.guide.row_covariance and fit.guide.offdiag["U"].shape[-2:] == (2, 2)
+    # by default the users are integrated out: the items get the covariances
+    assert main([*args, "--out", str(tmp_path / "collapsed")]) == 0
+    fit = inference.load(tmp_path / "collapsed" / "fit.pt")
+    assert "U" not in fit.guide.offdiag and fit.guide.offdiag["V"].shape[-2:] == (2, 2)
 
 
 def test_collapse_rows_flag_reaches_the_guide_and_nnmf_is_refused(ratings_csv, tmp_path,

@@ -2,9 +2,10 @@
 
 Metrics (:mod:`~bayesmf.diagnostics.metrics`), the ArviZ conversion of a fit
 (:func:`to_inference_data`), diagnostics of a variational fit (:func:`pareto_khat`,
-:func:`interval_coverage`) and plots (:func:`plot_elbo`, :func:`plot_ppc`,
-:func:`plot_block_structure`), and simulation-based calibration (:mod:`.calibration`:
-:func:`run_sbc`, rank statistics and their uniformity tests). Each is imported from its module
+:func:`interval_coverage`), PSIS-LOO over many observations at once (:func:`psis_loo`),
+plots (:func:`plot_elbo`, :func:`plot_ppc`, :func:`plot_block_structure`), and
+simulation-based calibration (:mod:`.calibration`: :func:`run_sbc`, rank statistics and
+their uniformity tests). Each is imported from its module
 on first use, so ArviZ, xarray, SciPy and matplotlib load only when a function that needs them
 is called.
 """
@@ -26,6 +27,9 @@ _WHERE = {
     "interval_coverage": "vi",
     "interval_bounds": "vi",
     "log_predictive_density": "vi",
+    "psis_loo": "loo",
+    "psislw_rows": "loo",
+    "LooResult": "loo",
     "PredictiveDensity": "vi",
     "plot_elbo": "plots",
     "plot_ppc": "plots",
