@@ -44,11 +44,9 @@ ENGINES = ("ALS", "SGD", "SVI", "SVI mean-field", "Gibbs", "myFM")
 UNIT = {"ALS": "iteration", "SGD": "epoch",
         "SVI": "epoch (default: users integrated out; batch max(10k, 5 x items))",
         "SVI mean-field": "epoch (batch 10k)", "Gibbs": "sweep", "myFM": "sample"}
-#: engines renamed since an earlier results file (read by --merge / --render)
-RENAMED = {"SVI collapsed": "SVI"}
-#: what an engine's name meant in results files before fit_svi integrated the users out by
-#: default: "SVI" was the mean-field guide (its rows are read back as "SVI mean-field")
-OLD_MEANING = {"SVI": "SVI mean-field"}
+#: engine names of results files written before fit_svi integrated the users out by
+#: default (those files have an "SVI collapsed" row; their "SVI" was the mean-field guide)
+OLD_NAMES = {"SVI collapsed": "SVI", "SVI": "SVI mean-field"}
 RANK = 10
 
 
@@ -223,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     if (args.merge or args.render) and old.exists():
         recorded = json.loads(old.read_text())["settings"]
         raw = recorded["raw"]
-        if any(e in raw for e in RENAMED):  # an older file: its "SVI" was the mean-field guide
-            raw = {RENAMED.get(e, OLD_MEANING.get(e, e)): r for e, r in raw.items()}
+        if "SVI collapsed" in raw:  # an older file
+            raw = {OLD_NAMES.get(e, e): r for e, r in raw.items()}
         for engine, by_size in raw.items():
             results.setdefault(engine, {}).update(by_size)
         if args.render:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .vi import psislw
+from .vi import _gpd_fit_rows, psislw
 
 __all__ = ["LooResult", "psis_loo", "psislw_rows"]
 
@@ -75,27 +75,6 @@ def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
     return mx + np.log(np.exp(x - mx[:, None]).sum(axis=1))
 
 
-def _gpd_fit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`~bayesmf.diagnostics.vi._gpd_fit` for each row of ``x`` (rows of sorted
-    positive exceedances, all of one length): shapes ``k`` and scales ``sigma``."""
-    rows, n = x.shape
-    m = 30 + int(math.sqrt(n))
-    grid = 1.0 - np.sqrt(m / (np.arange(1, m + 1, dtype=np.float64) - 0.5))
-    b = grid[None, :] / (3.0 * x[:, int(n / 4 + 0.5) - 1])[:, None] + (1.0 / x[:, -1])[:, None]
-    k = np.log1p(-b[:, :, None] * x[:, None, :]).mean(axis=2)  # (rows, m)
-    profile = n * (np.log(-b / k) - k - 1.0)
-    # 1 / sum_j exp(profile_j - profile_i), as ArviZ writes it, is the softmax of the
-    # profile: m exponentials a row instead of m^2
-    weights = np.exp(profile - profile.max(axis=1, keepdims=True))
-    weights /= weights.sum(axis=1, keepdims=True)
-    weights = np.where(weights >= 10 * np.finfo(np.float64).eps, weights, 0.0)
-    weights /= weights.sum(axis=1, keepdims=True)
-    b_hat = (b * weights).sum(axis=1)
-    k_hat = np.log1p(-b_hat[:, None] * x).mean(axis=1)
-    sigma = -k_hat / b_hat
-    return (n * k_hat + 10 * 0.5) / (n + 10), sigma
-
-
 def psislw_rows(log_ratios: Any, r_eff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Pareto smoothed importance sampling of each row of ``log_ratios``.
 
@@ -125,7 +104,8 @@ def psislw_rows(log_ratios: Any, r_eff: float = 1.0) -> tuple[np.ndarray, np.nda
     >>> lw.shape, k.shape, np.allclose(np.exp(lw).sum(1), 1.0)
     ((3, 1000), (3,), True)
     """
-    x = np.array(log_ratios, dtype=np.float64)
+    raw = np.asarray(log_ratios, dtype=np.float64)
+    x = raw.copy()
     if x.ndim != 2 or x.size == 0 or not np.all(np.isfinite(x)):
         raise ValueError("log_ratios must be a non-empty (N, S) array of finite values")
     n_obs, s = x.shape
@@ -166,7 +146,7 @@ def psislw_rows(log_ratios: Any, r_eff: float = 1.0) -> tuple[np.ndarray, np.nda
     np.put_along_axis(out, order, srt, axis=1)
     out -= _logsumexp_rows(out)[:, None]
     for i in np.flatnonzero(~regular):  # ties or tiny weights: one vector at a time
-        out[i], khat[i] = psislw(np.asarray(log_ratios, dtype=np.float64)[i], r_eff)
+        out[i], khat[i] = psislw(raw[i], r_eff)
     return out, khat
 
 

@@ -219,27 +219,35 @@ def log_joint(
 
 
 # ----------------------------------------------------------------------- PSIS
-def _gpd_fit(x: np.ndarray) -> tuple[float, float]:
-    """Generalized Pareto fit to sorted positive exceedances ``x`` (Zhang & Stephens 2009).
+def _gpd_fit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Generalized Pareto fits to each row of ``x`` (rows of sorted positive exceedances, all
+    of one length; Zhang & Stephens 2009): shapes ``k`` and scales ``sigma``.
 
     Empirical-Bayes estimate of ``b = -k / sigma`` on a grid, with the weakly informative
     prior on ``k`` of Vehtari et al. (2024) (``k`` pulled toward 0.5 with weight 10).
     """
-    n = len(x)
+    n = x.shape[1]
     m = 30 + int(math.sqrt(n))
     grid = 1.0 - np.sqrt(m / (np.arange(1, m + 1, dtype=np.float64) - 0.5))
-    b = grid / (3.0 * x[int(n / 4 + 0.5) - 1]) + 1.0 / x[-1]
-    k = np.log1p(-b[:, None] * x).mean(axis=1)
+    b = grid[None, :] / (3.0 * x[:, int(n / 4 + 0.5) - 1])[:, None] + (1.0 / x[:, -1])[:, None]
+    k = np.log1p(-b[:, :, None] * x[:, None, :]).mean(axis=2)  # (rows, m)
     profile = n * (np.log(-b / k) - k - 1.0)
-    weights = 1.0 / np.exp(profile - profile[:, None]).sum(axis=1)
-    keep = weights >= 10 * np.finfo(np.float64).eps
-    weights, b = weights[keep], b[keep]
-    weights = weights / weights.sum()
-    b_hat = float(np.sum(b * weights))
-    k_hat = float(np.log1p(-b_hat * x).mean())
+    # the grid's weights 1 / sum_j exp(profile_j - profile_i) are the softmax of the profile
+    # (m exponentials a row instead of m^2); negligible ones are dropped
+    weights = np.exp(profile - profile.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    weights = np.where(weights >= 10 * np.finfo(np.float64).eps, weights, 0.0)
+    weights /= weights.sum(axis=1, keepdims=True)
+    b_hat = (b * weights).sum(axis=1)
+    k_hat = np.log1p(-b_hat[:, None] * x).mean(axis=1)
     sigma = -k_hat / b_hat
-    k_hat = (n * k_hat + 10 * 0.5) / (n + 10)
-    return k_hat, sigma
+    return (n * k_hat + 10 * 0.5) / (n + 10), sigma
+
+
+def _gpd_fit(x: np.ndarray) -> tuple[float, float]:
+    """:func:`_gpd_fit_rows` of one vector."""
+    k, sigma = _gpd_fit_rows(x[None, :])
+    return float(k[0]), float(sigma[0])
 
 
 def _gpd_quantiles(p: np.ndarray, k: float, sigma: float) -> np.ndarray:

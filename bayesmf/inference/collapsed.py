@@ -37,6 +37,7 @@ product with the items' outer products.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
@@ -52,6 +53,7 @@ __all__ = ["CollapsedRowsGuide", "collapsed_elbo_terms", "user_batches"]
 F64 = torch.float64
 
 
+@functools.lru_cache(maxsize=16)
 def _triangle(D: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The upper triangle of a ``D x D`` matrix: its ``(row, col)`` indices ``(2, T)`` and,
     for each of the ``D^2`` entries in row-major order, the position of its value among
