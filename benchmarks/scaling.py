@@ -19,7 +19,8 @@ Run::
     .venv/bin/python benchmarks/scaling.py --quick    # 1e5 and 1e6, one unit
 
 myFM runs in ``.bench-venv`` (``python3 -m venv .bench-venv; .bench-venv/bin/pip install
-torch==2.13.0 myfm -e .``) when that exists; it is a benchmark extra, never a dependency.
+torch==2.13.0 myfm "setuptools<81" -e .``; myFM 0.4 imports ``pkg_resources``) when that
+exists; it is a benchmark extra, never a dependency.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ ENGINES = ("ALS", "SGD", "SVI", "SVI mean-field", "Gibbs", "myFM")
 UNIT = {"ALS": "iteration", "SGD": "epoch",
         "SVI": "epoch (default: users integrated out; batch max(10k, 5 x items))",
         "SVI mean-field": "epoch (batch 10k)", "Gibbs": "sweep", "myFM": "sample"}
+#: the mean-field guide's minibatch (ratings)
+MEAN_FIELD_BATCH = 10_000
 #: engine names of results files written before fit_svi integrated the users out by
 #: default (those files have an "SVI collapsed" row; their "SVI" was the mean-field guide)
 OLD_NAMES = {"SVI collapsed": "SVI", "SVI": "SVI mean-field"}
@@ -83,7 +86,8 @@ def _run(engine: str, R, units: int) -> None:
                           batch_size=10_000, lr=0.05, progress=False)
     elif engine == "SVI mean-field":
         inference.fit_svi(models.BayesianMF(*R.shape, rank=RANK), R, epochs=units,
-                          batch_size=10_000, lr=0.05, progress=False, collapse_rows=False)
+                          batch_size=MEAN_FIELD_BATCH, lr=0.05, progress=False,
+                          collapse_rows=False)
     elif engine == "Gibbs":
         inference.fit_gibbs(models.BayesianMF(*R.shape, rank=RANK, ard=True, factor_means=True),
                             R, num_samples=units, burn_in=0, thin=1, progress=False)
@@ -125,8 +129,24 @@ def worker(engine: str, size: str, units: int) -> dict[str, Any]:
         times[u] = (time.perf_counter() - t0, time.process_time() - c0)
     wall = (times[1 + units][0] - times[1][0]) / units
     cpu = (times[1 + units][1] - times[1][1]) / units
-    return {"n_ratings": len(R), "shape": list(R.shape), "seconds_per_unit": max(wall, 1e-9),
-            "cpu_seconds_per_unit": max(cpu, 1e-9), "peak_mb_above_import": _rss_mb() - base}
+    out = {"n_ratings": len(R), "shape": list(R.shape), "seconds_per_unit": max(wall, 1e-9),
+           "cpu_seconds_per_unit": max(cpu, 1e-9), "peak_mb_above_import": _rss_mb() - base}
+    if engine == "SVI mean-field":
+        out["rows_per_rating"] = rows_per_rating(R, MEAN_FIELD_BATCH)
+    return out
+
+
+def rows_per_rating(R, batch: int) -> float:
+    """Rows and columns the mean-field guide draws in a step, per rating of the batch: an
+    axis no longer than the batch whole, a longer one at the batch's distinct indices
+    (one random batch)."""
+    import torch
+
+    b = min(batch, len(R))
+    idx = torch.randperm(len(R), generator=torch.Generator().manual_seed(0))[:b]
+    drawn = sum(n if n <= b else len(torch.unique(a[idx]))
+                for a, n in ((R.rows, R.shape[0]), (R.cols, R.shape[1])))
+    return drawn / b
 
 
 def _python_for(engine: str) -> str | None:
@@ -154,9 +174,11 @@ def measure(engine: str, size: str, units: int) -> dict[str, Any] | None:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _default_units(size: str) -> int:
-    """Enough units that their time stands well above the set-up's noise."""
-    return {"1e5": 10, "1e6": 3}.get(size, 2)
+def _default_units(size: str, engine: str | None = None) -> int:
+    """Enough units that their time stands well above the set-up's noise: a Gibbs sweep is
+    a tenth of the others' units or less, and its one-time set-up at 1e7 (sorting, 5-6 s)
+    varied by a second between runs, more than two sweeps."""
+    return {"1e5": 10, "1e6": 3}.get(size, 2) * (10 if engine == "Gibbs" else 1)
 
 
 def exponent(points: list[tuple[float, float]]) -> float:
@@ -229,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes, units = recorded["sizes"], recorded["units"]
     for size in [] if args.render else sizes:
         for engine in args.engines:  # engines alternate within each size
-            r = measure(engine, size, units or _default_units(size))
+            r = measure(engine, size, units or _default_units(size, engine))
             if r is not None:  # (dated: a merged file may hold runs of several days)
                 results[engine][size] = {**r, "measured": time.strftime("%Y-%m-%d")}
                 log.info("%-6s %-7s %8.3f s/%s  %7.0f MB", engine, size, r["seconds_per_unit"],
@@ -250,8 +272,19 @@ def main(argv: list[str] | None = None) -> int:
                 [(n, max(r["peak_mb_above_import"], 1.0)) for n, r in synth])
         if by_size:
             table[engine] = row
+    sections: dict[str, Any] = {"scaling": table}
+    mf = results.get("SVI mean-field", {})
+    if any("rows_per_rating" in r for r in mf.values()):
+        # the guide's step costs its batch's ratings and the rows and columns it draws
+        sections["SVI mean-field: work per rating"] = {
+            s: {"rows_per_rating": r["rows_per_rating"],
+                "cpu_us_per_rating": 1e6 * r["cpu_seconds_per_unit"] / r["n_ratings"],
+                "cpu_us_per_rating_and_row": 1e6 * r["cpu_seconds_per_unit"]
+                / (r["n_ratings"] * (1 + r["rows_per_rating"]))}
+            for s, r in mf.items() if "rows_per_rating" in r}
     settings = {"rank": RANK, "sizes": sizes,
                 "units": units or {s: _default_units(s) for s in sizes}, "threads": 1,
+                "units_gibbs": units or {s: _default_units(s, "Gibbs") for s in sizes},
                 "svi": "fit_svi(BayesianMF) with its defaults: the users integrated out "
                        "(collapse_rows), minibatches of whole users, raised to 5 ratings per "
                        "item (50,000 ratings at 1e6 and 1e7); the items drawn whole at every "
@@ -266,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                                         for r in by_size.values()})
                              for e, by_size in results.items()},
                 "raw": results}
-    json_path, _ = write_results(name, {"scaling": table}, settings)
+    json_path, _ = write_results(name, sections, settings)
     plot(results, json_path.with_suffix(".png"))
     return 0
 
