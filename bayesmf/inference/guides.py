@@ -11,7 +11,7 @@ Local arrays (real arrays whose first dimension is a user, an item or a network 
 :func:`local_axis`) can be gathered row by row with *sparse* gradients
 (``sparse_grads=True``, :meth:`MeanFieldGuide.loc_scale` with an index): a minibatch step
 then touches only the rows it drew, and the engine steps those parameters with a lazy Adam
-(:class:`~bayesmf.inference.loop.LazyAdam`, see :meth:`MeanFieldGuide.parameter_groups`),
+(:class:`~bayesmf.inference.optim.LazyAdam`, see :meth:`MeanFieldGuide.parameter_groups`),
 so that the cost of a step does not grow with the number of rows.
 """
 
@@ -70,7 +70,7 @@ def gather_rows(param: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
     The backward pass returns a :class:`torch.sparse_coo_tensor` holding only the gathered
     rows (duplicates in ``index`` are summed when it is coalesced; an increasing ``index``,
-    as :func:`torch.unique` gives, spares :class:`~bayesmf.inference.loop.LazyAdam` that
+    as :func:`torch.unique` gives, spares :class:`~bayesmf.inference.optim.LazyAdam` that
     sort), like
     ``torch.nn.functional.embedding(..., sparse=True)`` but for a parameter of any number of
     dimensions: its cost is that of the rows, not of the whole array.
@@ -121,7 +121,7 @@ class MeanFieldGuide(nn.Module):
     sparse_grads : bool
         Gather rows of local arrays (:meth:`loc_scale` with an ``index``) with sparse
         gradients; their parameters (:meth:`parameter_groups`) must then be stepped by an
-        optimiser that takes sparse gradients (:class:`~bayesmf.inference.loop.LazyAdam`).
+        optimiser that takes sparse gradients (:class:`~bayesmf.inference.optim.LazyAdam`).
         Whole-array uses (the Pyro guide, :meth:`log_q`, ...) keep dense gradients. May be
         changed after construction (it is not part of the state).
     row_covariance : bool
@@ -220,7 +220,7 @@ class MeanFieldGuide(nn.Module):
 
         ``sparse`` are the locations and raw scales of the local arrays when
         ``sparse_grads`` is set (their gradients from :meth:`loc_scale` with an index are
-        sparse: step them with :class:`~bayesmf.inference.loop.LazyAdam` or
+        sparse: step them with :class:`~bayesmf.inference.optim.LazyAdam` or
         :class:`torch.optim.SparseAdam`), else empty; ``dense`` are
         all the others.
 

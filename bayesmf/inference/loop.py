@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from . import distributed, files
+from .optim import Adam, LazyAdam, _coalesced
 
 __all__ = ["LazyAdam", "LoopResult", "train", "show_progress", "diverged_message"]
 
@@ -104,158 +105,6 @@ def _state_of(modules: dict[str, nn.Module]) -> dict[str, Any]:
 
 def _check_finite(params: Iterable[torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in params)
-
-
-class LazyAdam(torch.optim.Optimizer):
-    """Adam for parameters with sparse (row) gradients, at the cost of the touched rows.
-
-    For each row present in a (coalesced) sparse gradient, the update is
-    :class:`torch.optim.Adam`'s (same moments, bias corrections and ``eps``), computed on the
-    gathered rows (``index_select`` / ``index_copy_`` / ``index_add_``), so a step costs the
-    rows it touched, not the whole array. A row absent from a step (zero gradient) would
-    still move under dense Adam, by its decaying momentum; with ``catch_up`` (default) those
-    skipped moves are applied in closed form when the row is next touched -- the geometric
-    sum ``r (1 - r^k) / (1 - r)``, ``r = beta1 / sqrt(beta2)``, of ``k`` skipped steps, and
-    the moments decayed by ``beta^k`` -- which reproduces dense Adam up to ``eps`` and to
-    the learning rate and bias corrections of the skipped steps (taken as the current
-    ones); without it, rows keep their parameters and moments while untouched, as in
-    :class:`torch.optim.SparseAdam` ("lazy" Adam), which converges more slowly for rows
-    seen in a fraction of the steps. The step count (bias corrections) is the parameter's.
-    A dense gradient updates every row (plain Adam, after catching up); so does a sparse one
-    touching more than ``dense_fraction`` of the rows, made dense (the same update with
-    the catch-up, and cheaper: whole-array arithmetic beats gathering at such fractions).
-
-    Parameters
-    ----------
-    params : iterable
-        Parameters (or parameter groups).
-    lr : float
-        Learning rate (scheduled like any optimiser's ``param_groups[i]["lr"]``).
-    betas : (float, float)
-        Decay rates of the first and second moments.
-    eps : float
-        Added to the root of the second moment.
-    catch_up : bool
-        Apply the skipped momentum steps of a row when it is next touched.
-    dense_fraction : float
-        Share of the rows above which a sparse gradient is stepped as a dense one (the cost
-        of a step stays that of the touched rows, at most ``1 / dense_fraction`` times it).
-        Measured on one core (100,000 x 10 rows): the sparse update costs 0.9 ms for 6% of
-        the rows and 3.8 ms for 30% against 5-8 ms for the dense one with its catch-up.
-
-    Examples
-    --------
-    >>> from bayesmf.inference.guides import gather_rows
-    >>> p = torch.nn.Parameter(torch.zeros(4, 2))
-    >>> opt = LazyAdam([p], lr=0.1)
-    >>> gather_rows(p, torch.tensor([1])).sum().backward()
-    >>> opt.step()
-    >>> [round(x, 4) for x in p.detach()[:, 0].tolist()]  # only row 1 moved, by lr
-    [0.0, -0.1, 0.0, 0.0]
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        catch_up: bool = True,
-        dense_fraction: float = 0.5,
-    ) -> None:
-        if not lr > 0 or not eps >= 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"bad LazyAdam settings: lr={lr}, betas={betas}, eps={eps}")
-        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "catch_up": bool(catch_up),
-                    "dense_fraction": float(dense_fraction)}
-        super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One update of every parameter with a gradient (``closure``: re-evaluates the
-        loss, as for any torch optimiser; its value is returned)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, group)
-        return loss
-
-    def _update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
-        lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
-        state = self.state[p]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros_like(p)
-            state["exp_avg_sq"] = torch.zeros_like(p)
-            # the step at which each row was last updated (for the catch-up)
-            state["last_step"] = torch.zeros(p.shape[:1], dtype=torch.long, device=p.device)
-        state["step"] += 1
-        t = state["step"]
-        if state["last_step"].dtype != torch.long:  # load_state_dict casts to p's dtype
-            state["last_step"] = state["last_step"].round().long()
-        m_all, v_all, last = state["exp_avg"], state["exp_avg_sq"], state["last_step"]
-        step_size, bc2_sqrt = lr / (1 - b1**t), math.sqrt(1 - b2**t)
-        grad = p.grad
-        if grad.is_sparse and grad._nnz() > group["dense_fraction"] * max(len(p), 1):
-            grad = grad.to_dense()  # (rows repeated in an uncoalesced gradient: summed)
-        if grad.is_sparse:  # the touched rows only (gathered, updated, written back)
-            grad = _coalesced(grad)
-            idx, g = grad.indices()[0], grad.values()
-            m, v = m_all.index_select(0, idx), v_all.index_select(0, idx)
-            skipped = t - 1 - last.index_select(0, idx)
-        else:  # every row
-            idx, g, m, v = None, grad, m_all, v_all
-            skipped = t - 1 - last
-        delta = None
-        if group["catch_up"] and p.dim() and bool((skipped > 0).any()):
-            k = skipped.to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
-            r = b1 / math.sqrt(b2)
-            moves = r * (1 - torch.pow(r, k)) / (1 - r)
-            delta = moves * m / (v.sqrt() + eps) * (-step_size * bc2_sqrt)
-            m.mul_(torch.pow(b1, k))
-            v.mul_(torch.pow(b2, k))
-        m.lerp_(g, 1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        if idx is None:
-            if delta is not None:
-                p.add_(delta)
-            p.addcdiv_(m, v.sqrt().div_(bc2_sqrt).add_(eps), value=-step_size)
-            last.fill_(t)
-            return
-        m_all.index_copy_(0, idx, m)
-        v_all.index_copy_(0, idx, v)
-        last.index_fill_(0, idx, t)
-        update = m.div_(v.sqrt_().div_(bc2_sqrt).add_(eps)).mul_(-step_size)
-        if delta is not None:
-            update.add_(delta)
-        # rows unique (coalesced): gather, add, write back -- about twice as fast as
-        # index_add_ (a scatter-add) on rows of a few floats
-        p.index_copy_(0, idx, p.index_select(0, idx).add_(update))
-
-
-def _fusable(params: list[Any]) -> bool | None:
-    """Whether Adam's fused kernel (one pass per step instead of several, 2.5x faster on
-    rows of 10 floats) takes these parameters: floating point, on the CPU or CUDA."""
-    flat = [p for group in params for p in (group["params"] if isinstance(group, dict)
-                                            else [group])]
-    ok = bool(flat) and all(torch.is_floating_point(p) and p.device.type in ("cpu", "cuda")
-                            for p in flat)
-    return True if ok else None
-
-
-def _coalesced(grad: torch.Tensor) -> torch.Tensor:
-    """A sparse gradient in coalesced form (unique, sorted rows), without the sort when its
-    row indices already increase (as a gather by :func:`torch.unique`'s rows gives)."""
-    if grad.is_coalesced():
-        return grad
-    idx = grad._indices()
-    if idx.shape[0] == 1 and idx.shape[1] > 1 and bool((idx[0, 1:] > idx[0, :-1]).all()):
-        return torch.sparse_coo_tensor(idx, grad._values(), grad.shape, is_coalesced=True,
-                                       check_invariants=False)
-    return grad.coalesce()
 
 
 def _clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
@@ -402,25 +251,22 @@ def train(
     final_lr = lr / 10 if final_lr is None else final_lr
     all_params = [p for m in modules.values() for p in m.parameters()]
     sparse = list(sparse_params or [])
-    opt = sched = None
-    sparse_opt = sparse_sched = None
+    opt: Adam | None = None
+    sparse_opt: LazyAdam | None = None
     gamma = (final_lr / lr) ** (1 / epochs)
     if optimizer == "adam":
         if params is None:
             ids = {id(p) for p in sparse}
             params = [p for p in all_params if id(p) not in ids]
         if params or not sparse:  # (Adam refuses an empty list: only when nothing else)
-            opt = torch.optim.Adam(params, lr=lr, fused=_fusable(params))
-            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
+            opt = Adam(params, lr=lr)
         if sparse:
             sparse_opt = LazyAdam(sparse, lr=lr)
-            sparse_sched = torch.optim.lr_scheduler.ExponentialLR(sparse_opt, gamma=gamma)
     elif optimizer != "none":
         raise ValueError(f"optimizer must be 'adam' or 'none', got {optimizer!r}")
     elif sparse:
         raise ValueError("sparse_params need optimizer='adam'")
     optimizers = [o for o in (opt, sparse_opt) if o is not None]
-    schedulers = [sc for sc in (sched, sparse_sched) if sc is not None]
     clipped = [p for p in all_params if p.requires_grad]
     gens = list(generators)
     res = LoopResult(history={"loss": [], "lr": [], "val": [], "val_epoch": []})
@@ -437,10 +283,8 @@ def train(
     def snapshot() -> dict[str, Any]:
         state = {
             "modules": _state_of(modules),
-            "optimizer": None if opt is None else opt.state_dict(),
-            "scheduler": None if sched is None else sched.state_dict(),
+            "optimizer": None if opt is None else opt.state_dict(),  # (with the lr)
             "sparse_optimizer": None if sparse_opt is None else sparse_opt.state_dict(),
-            "sparse_scheduler": None if sparse_sched is None else sparse_sched.state_dict(),
             "generators": [g.get_state() for g in gens],
             "torch_rng": torch.get_rng_state(),
             "result": {**res.__dict__, "history": res.history},
@@ -469,7 +313,7 @@ def train(
     if blob is not None:
         for k, m in modules.items():
             m.load_state_dict(blob["modules"][k])
-        for o, sc, key in ((opt, sched, ""), (sparse_opt, sparse_sched, "sparse_")):
+        for o, key in ((opt, ""), (sparse_opt, "sparse_")):
             if o is None:
                 continue
             if blob.get(f"{key}optimizer") is None:
@@ -478,7 +322,6 @@ def train(
                     f"cannot resume from {ckpt}: {what}; resume=False starts afresh", [what]
                 )
             o.load_state_dict(blob[f"{key}optimizer"])
-            sc.load_state_dict(blob[f"{key}scheduler"])  # type: ignore[union-attr]
         by_rank = blob.get("generators_by_rank")
         gen_states = by_rank[distributed.rank()] if dp and by_rank else blob["generators"]
         for g, s in zip(gens, gen_states, strict=True):
@@ -539,8 +382,9 @@ def train(
         res.history["lr"].append(
             optimizers[0].param_groups[0]["lr"] if optimizers else lr
         )
-        for sc in schedulers:
-            sc.step()
+        for o in optimizers:  # the exponential decay, as torch's ExponentialLR steps it
+            for g in o.param_groups:
+                g["lr"] = g["lr"] * gamma
         extra = on_epoch(epoch) if on_epoch is not None else None
         for k, v in (extra or {}).items():
             res.history.setdefault(k, []).append(float(v))
