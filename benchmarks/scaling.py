@@ -8,7 +8,8 @@ the real Jester dataset 1, 1.8 M ratings) a fresh worker process builds the data
 engine for 1 and for 1 + ``units`` units of work and reports
 
 * the time per unit, ``(t(1 + units) - t(1)) / units`` (set-up excluded), wall and CPU;
-* the peak resident memory above the worker's baseline after its imports (data included).
+* the peak resident memory above the worker's baseline after its imports (data included);
+* the minor page faults per unit (first touches of fresh memory: the allocator's share).
 
 The growth exponent of each engine is the slope of log(time per unit) against log(ratings)
 over the synthetic sizes. Results: ``benchmarks/results/scaling.{json,md,png}``.
@@ -125,12 +126,16 @@ def worker(engine: str, size: str, units: int) -> dict[str, Any]:
     times = {}
     for u in (1, 1 + units):
         t0, c0 = time.perf_counter(), time.process_time()
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         _run(engine, R, u)
-        times[u] = (time.perf_counter() - t0, time.process_time() - c0)
+        times[u] = (time.perf_counter() - t0, time.process_time() - c0,
+                    resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     wall = (times[1 + units][0] - times[1][0]) / units
     cpu = (times[1 + units][1] - times[1][1]) / units
     out = {"n_ratings": len(R), "shape": list(R.shape), "seconds_per_unit": max(wall, 1e-9),
-           "cpu_seconds_per_unit": max(cpu, 1e-9), "peak_mb_above_import": _rss_mb() - base}
+           "cpu_seconds_per_unit": max(cpu, 1e-9), "peak_mb_above_import": _rss_mb() - base,
+           # minor page faults (first touches of fresh memory) per unit of work
+           "page_faults_per_unit": max(0.0, (times[1 + units][2] - times[1][2]) / units)}
     if engine == "SVI mean-field":
         out["rows_per_rating"] = rows_per_rating(R, MEAN_FIELD_BATCH)
     return out
@@ -265,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         for s, r in by_size.items():
             row[f"cpu_s_per_unit@{s}"] = r["cpu_seconds_per_unit"]
             row[f"MB@{s}"] = r["peak_mb_above_import"]
+        for s, r in by_size.items():
+            if "page_faults_per_unit" in r:
+                row[f"page_faults_per_unit@{s}"] = r["page_faults_per_unit"]
         if len(synth) >= 2:
             row["time_exponent"] = exponent([(n, r["cpu_seconds_per_unit"]) for n, r in synth])
             row["wall_time_exponent"] = exponent([(n, r["seconds_per_unit"]) for n, r in synth])
