@@ -54,6 +54,22 @@ class Optimizer:
             self.param_groups.append({**self.defaults, **g, "params": ps})
         self.state: dict[torch.Tensor, dict[str, Any]] = {}
 
+    @staticmethod
+    def _adam_settings(name: str, lr: float, betas: tuple[float, float],
+                       eps: float) -> dict[str, Any]:
+        """The settings Adam and LazyAdam share, checked."""
+        if not lr > 0 or not eps >= 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"bad {name} settings: lr={lr}, betas={betas}, eps={eps}")
+        return {"lr": lr, "betas": tuple(betas), "eps": eps}
+
+    @staticmethod
+    def _evaluate(closure: Callable[[], Any] | None) -> Any:
+        """A step's ``closure`` (re-evaluates the loss), with gradients on; its value."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop (or zero) every parameter's gradient."""
         for g in self.param_groups:
@@ -156,23 +172,19 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         fused: bool | None = None,
     ) -> None:
-        if not lr > 0 or not eps >= 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"bad Adam settings: lr={lr}, betas={betas}, eps={eps}")
+        settings = self._adam_settings("Adam", lr, betas, eps)
         params = list(params)
         fused = _fusable(params) if fused is None else (fused or None)
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
-                                  "weight_decay": 0, "amsgrad": False, "maximize": False,
-                                  "foreach": None, "capturable": False,
+        # (torch.optim.Adam's group keys, so that the two read each other's state_dict)
+        super().__init__(params, {**settings, "weight_decay": 0, "amsgrad": False,
+                                  "maximize": False, "foreach": None, "capturable": False,
                                   "differentiable": False, "fused": fused})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One Adam update of every parameter with a gradient (``closure``: re-evaluates
         the loss, as for any torch optimiser; its value is returned)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         for group in self.param_groups:
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
             fused = bool(group["fused"])
@@ -264,20 +276,15 @@ class LazyAdam(Optimizer):
         catch_up: bool = True,
         dense_fraction: float = 0.5,
     ) -> None:
-        if not lr > 0 or not eps >= 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"bad LazyAdam settings: lr={lr}, betas={betas}, eps={eps}")
-        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "catch_up": bool(catch_up),
-                    "dense_fraction": float(dense_fraction)}
+        defaults = {**self._adam_settings("LazyAdam", lr, betas, eps),
+                    "catch_up": bool(catch_up), "dense_fraction": float(dense_fraction)}
         super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter with a gradient (``closure``: re-evaluates the
         loss, as for any torch optimiser; its value is returned)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
