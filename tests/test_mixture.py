@@ -77,3 +77,19 @@ def test_plot_elbo_draws_one_trace_per_restart(fits):
     labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
     assert labels == [f"ELBO per rating, restart {r}" for r in range(3)]
     assert len(plot_elbo(fits[1][0]).axes[0].get_lines()) == 1
+
+
+def test_restarts_in_worker_processes_equal_the_restarts_in_this_one(fits):
+    _, _, train, test = fits
+    opts = {"epochs": 8, "batch_size": None, "lr": 0.05, "progress": False, "restarts": 2}
+    side = inference.fit_svi(models.BayesianMF(30, 20, rank=2), train, parallel=True, **opts)
+    here = inference.fit_svi(models.BayesianMF(30, 20, rank=2), train, parallel=False, **opts)
+    assert side.settings["parallel"] is True and here.settings["parallel"] is False
+    for a, b in zip(side.components, here.components, strict=True):
+        assert a.settings["seed"] == b.settings["seed"]
+        for k, v in b.guide.state_dict().items():
+            assert torch.equal(v, a.guide.state_dict()[k]), k
+        assert a.history["elbo"] == b.history["elbo"]
+    torch.testing.assert_close(side.predict(test), here.predict(test))
+    # the collapsed guide (users integrated out) crosses from the workers too
+    assert side.components[0].inference_name == "SVI collapsed rows"

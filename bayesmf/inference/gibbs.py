@@ -84,13 +84,9 @@ variational fit (``predict``, ``predict_interval``, ``log_likelihood``,
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import logging
 import math
-import multiprocessing
-import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -107,6 +103,7 @@ from . import files
 from .fits import data_info, deprecated_kwarg
 from .loop import show_progress
 from .posterior import PosteriorFit
+from .processes import run_chains
 from .threads import uses_fit_threads
 
 __all__ = ["SampleFit", "fit_gibbs"]
@@ -1036,39 +1033,6 @@ def _cell_rhat(model: Any, draws: dict[str, torch.Tensor], train: Any, seed: int
 
 
 # ------------------------------------------------------------------ the sampler
-def _use_processes(parallel: bool | None, num_chains: int, device: torch.device) -> bool:
-    if num_chains == 1 or device.type != "cpu" or parallel is False:
-        return False
-    if parallel is None:
-        return (os.cpu_count() or 1) > 1
-    return True
-
-
-def run_chains(
-    num_chains: int,
-    parallel: bool | None,
-    device: torch.device,
-    worker: Callable[[Any], Any],
-    job: Callable[[int, int], Any],
-    here: Callable[[int], Any],
-) -> tuple[list[Any], bool]:
-    """Run chains ``0..num_chains-1``: ``worker(job(c, threads))`` in worker processes when
-    :func:`_use_processes` says so, else ``here(c)`` one after the other in this process.
-
-    Returns the chains' results in order and whether processes were used. Fork is cheap and
-    needs no importable ``__main__`` (spawn elsewhere); a forked child runs single-threaded,
-    since an OpenMP pool does not survive a fork.
-    """
-    if not _use_processes(parallel, num_chains, device):
-        return [here(c) for c in range(num_chains)], False
-    workers = min(num_chains, os.cpu_count() or 1)
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    threads = 1 if method == "fork" else max(1, torch.get_num_threads() // workers)
-    ctx = multiprocessing.get_context(method)
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        return list(pool.map(worker, [job(c, threads) for c in range(num_chains)])), True
-
-
 def chain_agreement(
     engine: str, model: Any, draws: dict[str, torch.Tensor], train: Any, seed: int
 ) -> dict[str, Any]:

@@ -39,8 +39,9 @@ from pyro.infer import MCMC, NUTS
 from ..models.base import FactorModel
 from . import files
 from .fits import data_info
-from .gibbs import SampleFit, chain_agreement, run_chains
+from .gibbs import SampleFit, chain_agreement
 from .loop import show_progress
+from .processes import run_chains
 from .threads import uses_fit_threads
 
 __all__ = ["fit_nuts"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,6 +37,7 @@ from .loop import train as run_loop
 from .mixture import MixtureFit
 from .objectives import local_elbo_loss
 from .posterior import PosteriorFit
+from .processes import run_chains
 from .threads import uses_fit_threads
 
 __all__ = ["fit_svi", "VariationalFit", "annealed_loss", "svi_defaults"]
@@ -250,6 +252,38 @@ def annealed_loss(
     return elbo.differentiable_loss(fn, guide, data, index)
 
 
+def _restart_worker(job: tuple[FactorModel, Any, dict[str, Any], int, int]) -> dict[str, Any]:
+    """Fit one restart in a worker process; returns the fit's tensors (its payload)."""
+    model, train, kw, seed, threads = job
+    torch.set_num_threads(threads)
+    return fit_svi(model, train, seed=seed, restarts=1, **kw)._payload()
+
+
+def _fit_restarts(
+    model: FactorModel, train: Any, restarts: int, seed: int, parallel: bool | None,
+    kw: dict[str, Any],
+) -> MixtureFit:
+    """The equal-weight mixture of the fits from seeds ``seed .. seed + restarts - 1``, run
+    side by side in worker processes where :func:`~.processes.use_processes` says so."""
+    device = torch.device(kw["device"]) if kw["device"] is not None else model.device
+    if distributed.world_size() > 1:  # under torchrun: the restarts one after the other
+        parallel = False
+    t0 = time.perf_counter()
+    quiet = {**kw, "progress": False}
+    fits, processes = run_chains(
+        restarts, parallel, device, _restart_worker,
+        lambda r, threads: (model, train, quiet, seed + r, threads),
+        lambda r: fit_svi(model, train, seed=seed + r, restarts=1, **kw),
+    )
+    if processes:  # the workers' fits, each on its copy of the model
+        model.setup(train)  # the caller's model set up as by a fit in this process
+        fits = [VariationalFit._from_payload(p) for p in fits]
+    mixture = MixtureFit(fits)
+    mixture.settings.update(parallel=processes,
+                            wall_seconds=round(time.perf_counter() - t0, 3))
+    return mixture
+
+
 @uses_fit_threads
 def fit_svi(
     model: FactorModel,
@@ -276,6 +310,7 @@ def fit_svi(
     restarts: int | None = None,
     row_covariance: bool = False,
     collapse_rows: bool | None = None,
+    parallel: bool | None = None,
 ) -> VariationalFit | MixtureFit:
     """Fit a model by SVI with a mean-field guide and return the fitted posterior.
 
@@ -366,6 +401,13 @@ def fit_svi(
         the model's (:func:`svi_defaults`: 3 for a Bayesian NNMF with hidden layers, 1
         otherwise, and 1 with ``checkpoint``).
 
+    parallel : bool, optional
+        Fit the restarts in worker processes, as many at once as there are cores (forked
+        on Linux, each single-threaded as a fit is by default), like ``fit_gibbs``'s chains.
+        Default: when there are several restarts, several cores and the device is the CPU;
+        ``False`` fits them one after the other, with a progress bar. The fits do not
+        depend on it (each restart is seeded by its number). Three restarts of VI(3) on
+        MovieLens-100K take two thirds of the time on two cores.
     Returns
     -------
     VariationalFit or MixtureFit
@@ -414,8 +456,7 @@ def fit_svi(
               "val": val, "patience": patience, "eval_every": eval_every,
               "init_scale": init_scale, "device": device, "progress": progress,
               "row_covariance": row_covariance, "collapse_rows": collapse_rows}
-        return MixtureFit([fit_svi(model, train, seed=seed + r, restarts=1, **kw)
-                           for r in range(restarts)])
+        return _fit_restarts(model, train, restarts, seed, parallel, kw)
     dedicated = dedicated_engine(model)
     if dedicated is not None:  # e.g. the block model: closed-form q(Z) steps
         given = {"epochs": epochs, "lr": lr, "final_lr": final_lr, "kl_warmup": kl_warmup}
