@@ -93,3 +93,11 @@ def test_restarts_in_worker_processes_equal_the_restarts_in_this_one(fits):
     torch.testing.assert_close(side.predict(test), here.predict(test))
     # the collapsed guide (users integrated out) crosses from the workers too
     assert side.components[0].inference_name == "SVI collapsed rows"
+
+
+def test_restarts_in_processes_count_on_a_progress_bar(fits, capsys):
+    _, _, train, _ = fits
+    inference.fit_svi(models.BayesianMF(30, 20, rank=2), train, epochs=3, batch_size=None,
+                      restarts=2, parallel=True, progress=True)
+    err = capsys.readouterr().err
+    assert "SVI restarts (2 processes)" in err and "2/2" in err

@@ -1116,7 +1116,8 @@ def fit_gibbs(
         Run the chains in worker processes, as many at once as there are cores (forked
         on Linux, each single-threaded; spawned elsewhere, sharing the threads). Default:
         when there are several chains, several cores and the device is the CPU; ``False``
-        runs them one after the other. The draws do not depend on it.
+        runs them one after the other. The draws do not depend on it. With ``progress`` a
+        bar counts the finished chains.
     rescale : bool
         Add the rescaling move ``U -> cU, V -> V/c`` to every sweep, and with factor
         means and biases the translation moves and the collapsed draw of the items' bias
@@ -1185,6 +1186,7 @@ def fit_gibbs(
         num_chains, parallel, device, _chain_worker,
         lambda c, threads: (model.config(), float(model.global_mean), train, opts, c, threads),
         lambda c: _run_chain(model, train, opts, c, show_progress(progress)),
+        progress=show_progress(progress), desc="Gibbs chains",
     )
     seconds = time.perf_counter() - t0
     draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}

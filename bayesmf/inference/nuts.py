@@ -123,7 +123,7 @@ def fit_nuts(
         Run the chains in worker processes, as many at once as there are cores (forked on
         Linux, each single-threaded). Default: when there are several chains, several cores
         and the device is the CPU; ``False`` runs them one after the other. The draws do not
-        depend on it.
+        depend on it. With ``progress`` a bar counts the finished chains.
     max_tree_depth : int
         At most ``2 ** max_tree_depth`` leapfrog steps (gradients) per draw.
     target_accept : float
@@ -182,6 +182,7 @@ def fit_nuts(
         num_chains, parallel, device, _chain_worker,
         lambda c, threads: (model, train, opts, c, threads),
         lambda c: _run_chain(model, train, opts, c, show_progress(progress)),
+        progress=show_progress(progress), desc="NUTS chains",
     )
     seconds = time.perf_counter() - t0
     draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}

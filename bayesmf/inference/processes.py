@@ -39,14 +39,18 @@ def run_chains(
     worker: Callable[[Any], Any],
     job: Callable[[int, int], Any],
     here: Callable[[int], Any],
+    progress: bool = False,
+    desc: str = "chains",
 ) -> tuple[list[Any], bool]:
     """Run chains ``0..num_chains-1``: ``worker(job(c, threads))`` in worker processes when
     :func:`use_processes` says so, else ``here(c)`` one after the other in this process.
 
     ``worker`` must be a module-level function and ``job``'s value picklable (they cross to
-    the worker); ``threads`` is the thread count a worker should set. Returns the chains'
-    results in order and whether processes were used. A forked child runs
-    single-threaded, since an OpenMP pool does not survive a fork.
+    the worker); ``threads`` is the thread count a worker should set. With ``progress``
+    the workers' runs are counted on a tqdm bar as they finish (labelled ``desc``; its
+    clock ticks every second; ``here`` shows its own). Returns the chains' results in order
+    and whether processes were used. A forked child runs single-threaded, since an OpenMP
+    pool does not survive a fork.
     """
     if not use_processes(parallel, num_chains, device):
         return [here(c) for c in range(num_chains)], False
@@ -55,4 +59,23 @@ def run_chains(
     threads = 1 if method == "fork" else max(1, torch.get_num_threads() // workers)
     ctx = multiprocessing.get_context(method)
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        return list(pool.map(worker, [job(c, threads) for c in range(num_chains)])), True
+        futures = [pool.submit(worker, job(c, threads)) for c in range(num_chains)]
+        if progress:
+            _count_finished(futures, f"{desc} ({workers} processes)")
+        return [f.result() for f in futures], True
+
+
+def _count_finished(futures: list[concurrent.futures.Future[Any]], desc: str) -> None:
+    """A tqdm bar of the finished ``futures``, refreshed every second until all are done
+    (or one failed: its error is raised when its result is read)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(futures), desc=desc, unit="run") as bar:
+        pending = set(futures)
+        while pending:
+            done, pending = concurrent.futures.wait(
+                pending, timeout=1.0, return_when=concurrent.futures.FIRST_EXCEPTION)
+            bar.update(len(done))
+            if any(f.exception() is not None for f in done):
+                return
+            bar.refresh()

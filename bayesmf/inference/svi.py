@@ -33,6 +33,7 @@ from . import distributed, files
 from .collapsed import CollapsedRowsGuide, collapsed_elbo_terms, user_batches
 from .fits import data_info
 from .guides import MeanFieldGuide
+from .loop import show_progress
 from .loop import train as run_loop
 from .mixture import MixtureFit
 from .objectives import local_elbo_loss
@@ -274,6 +275,7 @@ def _fit_restarts(
         restarts, parallel, device, _restart_worker,
         lambda r, threads: (model, train, quiet, seed + r, threads),
         lambda r: fit_svi(model, train, seed=seed + r, restarts=1, **kw),
+        progress=show_progress(kw["progress"]), desc="SVI restarts",
     )
     if processes:  # the workers' fits, each on its copy of the model
         model.setup(train)  # the caller's model set up as by a fit in this process
@@ -405,7 +407,8 @@ def fit_svi(
         Fit the restarts in worker processes, as many at once as there are cores (forked
         on Linux, each single-threaded as a fit is by default), like ``fit_gibbs``'s chains.
         Default: when there are several restarts, several cores and the device is the CPU;
-        ``False`` fits them one after the other, with a progress bar. The fits do not
+        ``False`` fits them one after the other, each with its progress bar (in
+        processes, a bar counts the finished restarts). The fits do not
         depend on it (each restart is seeded by its number). Three restarts of VI(3) on
         MovieLens-100K take two thirds of the time on two cores.
     Returns
