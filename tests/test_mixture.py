@@ -101,3 +101,20 @@ def test_restarts_in_processes_count_on_a_progress_bar(fits, capsys):
                       restarts=2, parallel=True, progress=True)
     err = capsys.readouterr().err
     assert "SVI restarts (2 processes)" in err and "2/2" in err
+
+
+def test_mixture_of_models_with_side_features_compares_them_by_value(fits, tmp_path):
+    """Fits from worker processes (or a saved file) hold copies of the model: equal side
+    features are the same model, other features are not."""
+    _, _, train, test = fits
+    feats = torch.eye(20)[:, :4]
+    opts = {"epochs": 2, "batch_size": None, "progress": False}
+    nnmf = dict(rank=2, bilinear_dims=2, hidden=(4,))
+    mix = inference.fit_svi(models.BayesianNNMF(30, 20, item_features=feats, **nnmf), train,
+                            restarts=2, parallel=True, **opts)
+    back = load(mix.save(tmp_path / "mix.pt"))
+    torch.testing.assert_close(back.predict(test), mix.predict(test))
+    other = inference.fit_svi(models.BayesianNNMF(30, 20, item_features=feats.flip(0), **nnmf),
+                              train, restarts=1, **opts)
+    with pytest.raises(ValueError, match="same model"):
+        MixtureFit([mix.components[0], other])

@@ -452,7 +452,7 @@ def test_fit_svi_resumes_exactly_with_lazy_adam_state(tmp_path):
 
     train_r, _ = data.synthetic_ratings(n_rows=1000, n_cols=8, rank=2, density=0.25, seed=2)
     opts = {"epochs": 3, "batch_size": 40, "lr": 0.05, "progress": False, "seed": 3,
-            "collapse_rows": False}
+            "collapse_rows": False, "min_ratings_per_row": 0}  # the batch as given
 
     def fit(**kw):
         model = models.BayesianMF(train_r.n_rows, train_r.n_cols, rank=2)
@@ -460,6 +460,7 @@ def test_fit_svi_resumes_exactly_with_lazy_adam_state(tmp_path):
 
     straight = fit()
     assert straight.settings["local_optimizer"] == "lazy_adam (axes longer than a batch)"
+    assert straight.settings["batch_size"] == 40  # the users (1,000) take the sparse route
     ckpt = tmp_path / "svi.ckpt"
     first = fit(checkpoint=ckpt, checkpoint_every=1, stop_after=2)
     assert not first.settings["finished"]
@@ -479,7 +480,8 @@ def test_fit_svi_with_sparse_rows_recovers_the_ratings(tall_ratings):
     train_r, test_r = tall_ratings
     model = models.BayesianMF(train_r.n_rows, train_r.n_cols, rank=2)
     fit = inference.fit_svi(model, train_r, epochs=60, batch_size=250, lr=0.1,
-                            final_lr=0.01, progress=False, seed=0, collapse_rows=False)
+                            final_lr=0.01, progress=False, seed=0, collapse_rows=False,
+                            min_ratings_per_row=0)  # the batch as given: sparse rows
     rmse = float(((fit.predict(test_r) - test_r.values) ** 2).mean().sqrt())
     baseline = float(test_r.values.std())
     assert rmse < 0.5 * baseline and rmse < 0.45, (rmse, baseline)

@@ -274,7 +274,34 @@ def test_default_length_is_the_models_schedule_with_its_own_step_floor():
     assert default_epochs(vi0, 90_000, 10_000) == 25
     assert default_epochs(bmf, 90_000, 10_000) == 60
     assert default_epochs(bmf, 60, None) == MIN_DEFAULT_STEPS  # one step an epoch
-    R, _ = data.synthetic_ratings(n_rows=30, n_cols=20, rank=2, density=0.5, seed=0)
-    m = models.BayesianNNMF(30, 20, rank=2, bilinear_dims=2, hidden=())
+    R, _ = data.synthetic_ratings(n_rows=20, n_cols=15, rank=2, density=1.0, seed=0)
+    m = models.BayesianNNMF(20, 15, rank=2, bilinear_dims=2, hidden=())
     fit = inference.fit_svi(m, R, batch_size=100, seed=0, progress=False)
     assert len(fit.elbo_history) == default_epochs(m, len(R), 100) == 75  # 3 steps an epoch
+
+
+def test_batches_hold_five_ratings_per_row_of_the_longest_axis():
+    """A batch of about one rating per row leaves most rows one rating or none a step, and
+    the fit explains the data by noise (``RATINGS_PER_ROW``): a smaller ``batch_size`` is
+    raised, and the fit's settings say what it used."""
+    from bayesmf.inference.svi import RATINGS_PER_ROW, default_epochs, minibatch_size
+
+    R, _ = data.synthetic_ratings(n_rows=60, n_cols=40, rank=2, density=0.5, seed=0)
+    m = models.BayesianMF(60, 40, rank=2)
+    assert minibatch_size(m, len(R), 100) == RATINGS_PER_ROW * 60 == 300  # the users
+    assert minibatch_size(m, len(R), 100, collapse_rows=True) == 200  # the items only
+    assert minibatch_size(m, len(R), 500) == 500
+    assert minibatch_size(m, len(R), None) == minibatch_size(m, 250, 100) + 950 == len(R)
+    net = models.LatentFeatureNetwork(100, rank=2)  # a node: two ends of each pair
+    assert minibatch_size(net, 4950, 100) == 250
+    fit = inference.fit_svi(m, R, batch_size=100, epochs=2, collapse_rows=False,
+                            progress=False)
+    assert fit.settings["batch_size"] == 300
+    asked = inference.fit_svi(m, R, batch_size=100, epochs=2, collapse_rows=False,
+                              progress=False, min_ratings_per_row=0)  # the batch as given
+    assert asked.settings["batch_size"] == 100 and asked.settings["min_ratings_per_row"] == 0
+    with pytest.raises(ValueError, match="min_ratings_per_row"):
+        inference.fit_svi(m, R, min_ratings_per_row=-1, progress=False)
+    # the default length counts the steps of the raised batch (4 an epoch, not 12)
+    fit = inference.fit_svi(m, R, batch_size=100, collapse_rows=False, progress=False)
+    assert len(fit.elbo_history) == default_epochs(m, len(R), 300) == 125

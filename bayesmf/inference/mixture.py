@@ -24,6 +24,18 @@ from .posterior import PosteriorFit
 __all__ = ["MixtureFit"]
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal configurations, tensors (side features) compared by value."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                and a.shape == b.shape and bool(torch.equal(a.cpu(), b.cpu())))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 @dataclass
 class MixtureFit(PosteriorFit):
     """Equal-weight mixture of fitted posteriors of the same model.
@@ -63,7 +75,7 @@ class MixtureFit(PosteriorFit):
             raise ValueError("a mixture needs at least one component")
         first = self.components[0].model
         for c in self.components[1:]:
-            if type(c.model) is not type(first) or c.model.config() != first.config():
+            if type(c.model) is not type(first) or not _same(c.model.config(), first.config()):
                 raise ValueError("the components of a mixture must be fits of the same model")
         self.model = first
         if not self.history:

@@ -32,7 +32,7 @@ from ..models.base import FactorModel, GaussianFactorModel
 from . import distributed, files
 from .collapsed import CollapsedRowsGuide, collapsed_elbo_terms, user_batches
 from .fits import data_info
-from .guides import MeanFieldGuide
+from .guides import MeanFieldGuide, local_axis
 from .loop import show_progress
 from .loop import train as run_loop
 from .mixture import MixtureFit
@@ -143,12 +143,19 @@ def dedicated_engine(model: Any) -> Any:
     return None
 
 
-#: with ``collapse_rows``, the fewest ratings per item in a minibatch on average (the batch
-#: is raised to ``5 * n_cols`` ratings when ``batch_size`` is smaller). On a synthetic 10,000 x
-#: 10,000 matrix (900,000 ratings) batches of 10,000 ratings (one per item) ended in the
-#: optimum that explains the data by noise (noise 1.13 for a true 0.5, RMSE 1.12), batches
-#: of 25,000, 50,000 or 100,000 did not (noise 0.52, RMSE 0.573-0.577; mean-field 0.585)
-COLLAPSED_RATINGS_PER_ITEM = 5
+#: the fewest observations per row of every array a minibatch step draws, on average: a
+#: smaller ``batch_size`` is raised to ``5 *`` the longest such axis (the items with
+#: ``collapse_rows``; the users or the items of the mean-field guide; half the nodes of a
+#: network, each pair having two ends). A batch with about one rating per row leaves most
+#: rows' gradients to one rating or none, and the fit explains the data by noise. On a
+#: synthetic 10,000 x 10,000 matrix (900,000 training ratings, true noise 0.5), collapsed:
+#: batches of 10,000 ratings ended at noise 1.13, RMSE 1.12; batches of 25,000-100,000 at
+#: noise 0.52, RMSE 0.573-0.577. Mean-field, 60 epochs: batch 10,000 noise 0.559, RMSE
+#: 0.5703, ELBO -1.201 a rating in 57.7 CPU s; 20,000: 0.541, 0.5676, -1.183 in 35.0 s;
+#: 60,000: 0.517, 0.5670, -1.168 in 19.4 s; 100,000: 0.516, 0.5659, -1.166 in 20.1 s.
+RATINGS_PER_ROW = 5
+#: the same floor for a collapsed fit, whose steps draw the items whole (earlier name)
+COLLAPSED_RATINGS_PER_ITEM = RATINGS_PER_ROW
 
 #: fewest optimiser steps of a fit with the default number of epochs
 MIN_DEFAULT_STEPS = 500
@@ -253,6 +260,30 @@ def annealed_loss(
     return elbo.differentiable_loss(fn, guide, data, index)
 
 
+def minibatch_size(model: Any, n: int, batch_size: int | None, collapse_rows: bool = False,
+                   per_row: float = RATINGS_PER_ROW) -> int:
+    """Observations per minibatch of a fit on ``n`` of them: ``batch_size`` (``None``: all)
+    raised to ``per_row`` (``RATINGS_PER_ROW``) per row of the longest array a step draws,
+    at most ``n``.
+
+    Examples
+    --------
+    >>> from bayesmf import models
+    >>> minibatch_size(models.BayesianMF(943, 1682), 90_000, 10_000)  # MovieLens-100K
+    10000
+    >>> minibatch_size(models.BayesianMF(10_000, 10_000), 900_000, 10_000)
+    50000
+    """
+    bs = n if batch_size is None else int(batch_size)
+    if collapse_rows:  # the users are integrated out; the items drawn whole
+        longest = float(model.n_cols)
+    else:
+        length = {"user": model.n_rows, "item": model.n_cols, "node": model.n_rows / 2}
+        longest = max((length[a] for a in map(local_axis, model.latent_specs())
+                       if a is not None), default=0.0)
+    return min(n, max(bs, math.ceil(per_row * longest)))
+
+
 def _restart_worker(job: tuple[FactorModel, Any, dict[str, Any], int, int]) -> dict[str, Any]:
     """Fit one restart in a worker process; returns the fit's tensors (its payload)."""
     model, train, kw, seed, threads = job
@@ -313,6 +344,7 @@ def fit_svi(
     row_covariance: bool = False,
     collapse_rows: bool | None = None,
     parallel: bool | None = None,
+    min_ratings_per_row: float = RATINGS_PER_ROW,
 ) -> VariationalFit | MixtureFit:
     """Fit a model by SVI with a mean-field guide and return the fitted posterior.
 
@@ -333,8 +365,11 @@ def fit_svi(
         posterior at 0.377 against the exact 0.292, 500 steps reach the mean-field optimum,
         0.307).
     batch_size : int or None
-        Observations per minibatch (``None``: full batch). The likelihood is scaled by
-        ``len(train) / batch_size``, so each step's ELBO estimate is unbiased.
+        Observations per minibatch (``None``: full batch), raised where it is smaller than
+        ``min_ratings_per_row`` per row of the longest user or item array a step draws
+        (:func:`minibatch_size`; the fit's ``settings["batch_size"]`` says what it used). The
+        likelihood is scaled by ``len(train) / batch_size``, so each step's ELBO estimate is
+        unbiased.
     lr, final_lr : float, optional
         Adam learning rate (in one process the rows of the user/item arrays are stepped by
         :class:`~bayesmf.inference.loop.LazyAdam`, Adam at the cost of the rows a minibatch
@@ -380,9 +415,9 @@ def fit_svi(
         the CPU time; its epochs grow linearly with the data (exponent 1.05 against 1.28,
         ``benchmarks/results/scaling.md``), so on large data it is the faster. Minibatches
         are then of whole users (about ``batch_size`` ratings each, and at least five per
-        item on average: ``COLLAPSED_RATINGS_PER_ITEM``); the other arrays are drawn whole at
-        every step. The fit keeps the training ratings (its draws of the
-        users depend on them). Single process, one particle.
+        item on average, ``min_ratings_per_row``); the other arrays are drawn whole at every
+        step. The fit keeps the training ratings (its draws of the users depend on them).
+        Single process, one particle.
     seed : int
         Seeds Pyro/torch, the initial guide and the minibatch order.
     device : str or torch.device, optional
@@ -411,6 +446,18 @@ def fit_svi(
         processes, a bar counts the finished restarts). The fits do not
         depend on it (each restart is seeded by its number). Three restarts of VI(3) on
         MovieLens-100K take two thirds of the time on two cores.
+    min_ratings_per_row : float
+        The fewest ratings per row of the longest array a step draws, on average (default
+        ``RATINGS_PER_ROW``, 5): ``batch_size`` is raised to that. With batches of about one
+        rating per row most rows get one rating or none a step and the fit drifts towards
+        explaining the data by noise: on 10,000 x 10,000 synthetic ratings (1e6) the floor
+        makes the default batch 50,000, and the mean-field fit took a third of the CPU for
+        a better one (held-out RMSE 0.566 against 0.570, noise 0.516 against 0.559 for a
+        true 0.5); at 1e7 (batch 500,000) 0.539 against 0.561 at about equal CPU
+        (``benchmarks/results/minibatch.md``). On MovieLens-100K the default 10,000 stands.
+        ``0`` keeps ``batch_size`` as given: arrays longer than a batch are then drawn row by
+        row with sparse gradients, so that a step costs its batch, not the whole matrix (for
+        data whose batches at the floor would not fit in memory).
     Returns
     -------
     VariationalFit or MixtureFit
@@ -458,7 +505,8 @@ def fit_svi(
               "num_particles": num_particles, "clip_norm": clip_norm, "kl_warmup": kl_warmup,
               "val": val, "patience": patience, "eval_every": eval_every,
               "init_scale": init_scale, "device": device, "progress": progress,
-              "row_covariance": row_covariance, "collapse_rows": collapse_rows}
+              "row_covariance": row_covariance, "collapse_rows": collapse_rows,
+              "min_ratings_per_row": min_ratings_per_row}
         return _fit_restarts(model, train, restarts, seed, parallel, kw)
     dedicated = dedicated_engine(model)
     if dedicated is not None:  # e.g. the block model: closed-form q(Z) steps
@@ -477,14 +525,28 @@ def fit_svi(
             "inference.meta_train)"
         )
     defaults = svi_defaults(model)
+    n = len(train)
+    world = distributed.world_size()
+    if collapse_rows is None:  # the default: users integrated out wherever the model can
+        collapse_rows = bool(getattr(model, "collapsible_rows", ())) and world == 1 and (
+            num_particles == 1)
+    if batch_size is not None and batch_size < 1:
+        raise ValueError("epochs and batch_size must be positive")
+    if not min_ratings_per_row >= 0:
+        raise ValueError(f"min_ratings_per_row must be >= 0, got {min_ratings_per_row}")
+    bs = minibatch_size(model, n, batch_size, collapse_rows, min_ratings_per_row)
+    if batch_size is not None and bs > batch_size:
+        log.info("batch_size raised from %d to %d: at least %g ratings per row drawn at "
+                 "each step on average (min_ratings_per_row)", batch_size, bs,
+                 min_ratings_per_row)
     if epochs is None:  # the model's epochs, and at least its min_steps steps
-        epochs = default_epochs(model, len(train), batch_size)
+        epochs = default_epochs(model, n, bs)
     if lr is None:
         lr = defaults["lr"]
         final_lr = defaults["final_lr"] if final_lr is None else final_lr
     if kl_warmup is None:  # the default warm-up is the same share of a shorter or longer fit
         kl_warmup = round(defaults["kl_warmup"] * epochs / defaults["epochs"])
-    if epochs < 1 or (batch_size is not None and batch_size < 1):
+    if epochs < 1:
         raise ValueError("epochs and batch_size must be positive")
     if kl_warmup < 0 or kl_warmup > epochs:
         raise ValueError(f"kl_warmup must be in [0, epochs={epochs}], got {kl_warmup}")
@@ -498,19 +560,13 @@ def fit_svi(
     if val is not None:
         model.check_data(val)
         val = val.to(device)
-    n = len(train)
-    bs = n if batch_size is None else min(batch_size, n)
     # ---- data parallel: this process's shard (the whole data without torch.distributed)
-    world = distributed.world_size()
     local = distributed.shard(train)
     if world > 1 and n // world < math.ceil(n / bs):
         raise ValueError(
             f"batch_size {bs} with {world} processes leaves empty minibatches: each process's "
             f"{n // world} ratings must fill {math.ceil(n / bs)} steps per epoch"
         )
-    if collapse_rows is None:  # the default: users integrated out wherever the model can
-        collapse_rows = bool(getattr(model, "collapsible_rows", ())) and world == 1 and (
-            num_particles == 1)
     settings = {
         "engine": "svi", "model": type(model).__name__, "model_config": model.config(),
         "epochs": epochs, "batch_size": bs, "lr": lr, "final_lr": final_lr,
@@ -518,6 +574,7 @@ def fit_svi(
         "seed": seed, "patience": patience, "eval_every": eval_every,
         "init_scale": init_scale, "validated": val is not None,
         "row_covariance": bool(row_covariance), "collapse_rows": bool(collapse_rows),
+        "min_ratings_per_row": min_ratings_per_row,
         # one process: rows of the local arrays stepped by a lazy Adam (O(batch) steps)
         "local_optimizer": "lazy_adam (axes longer than a batch)" if world == 1 else "adam",
     }
@@ -537,8 +594,7 @@ def fit_svi(
         n_active = int((torch.bincount(train.rows.long(), minlength=model.n_rows) > 0).sum())
         # the items are drawn whole at every step: a batch of fewer ratings than a few per
         # item starves their gradients while the hyper-parameters see every rating
-        batch_ratings = min(n, max(bs, COLLAPSED_RATINGS_PER_ITEM * model.n_cols))
-        users_per_batch = max(1, round(n_active * batch_ratings / n))
+        users_per_batch = max(1, round(n_active * bs / n))
         steps_per_epoch = math.ceil(n_active / users_per_batch)
         settings["users_per_batch"] = users_per_batch
         settings["local_optimizer"] = "adam (users integrated out)"
