@@ -569,7 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gibbs: keep every THIN-th sweep after the burn-in (default 5; 10 "
                    "with --ard, whose bias scales mix more slowly)")
     b.add_argument("--batch-size", type=int, default=None,
-                   help="observations per minibatch (default 10000; sbm: all pairs)")
+                   help="observations per minibatch (default 10000, raised to 5 per row of "
+                   "the longest array a step draws; sbm: all pairs)")
     b.add_argument("--lr", type=float, default=None,
                    help="initial Adam learning rate, decays to a tenth (default: the model's, "
                    "inference.svi_defaults)")

@@ -5,7 +5,9 @@
 one process the ``O(batch)`` estimate :func:`~bayesmf.inference.objectives.local_elbo_loss`,
 whose local rows get sparse gradients stepped by a lazy Adam, so that a step's cost does not
 grow with the matrix; under ``torch.distributed``, ``TraceMeanField_ELBO``), minibatches of
-observations with the exact ELBO scaling and a KL warm-up, run by the one training loop
+observations with the exact ELBO scaling and a KL warm-up (at least five ratings per row of
+the longest array a step draws, :func:`minibatch_size`: the arrays are then drawn whole,
+and rows one by one only when ``min_ratings_per_row`` is lowered), run by the one training loop
 (:func:`bayesmf.inference.loop.train`: learning-rate decay, clipping, validation, patience,
 checkpoints, divergence errors, progress). It fits any
 :class:`~bayesmf.models.base.FactorModel` (ratings models on :class:`~bayesmf.data.Ratings`,
@@ -143,19 +145,13 @@ def dedicated_engine(model: Any) -> Any:
     return None
 
 
-#: the fewest observations per row of every array a minibatch step draws, on average: a
-#: smaller ``batch_size`` is raised to ``5 *`` the longest such axis (the items with
-#: ``collapse_rows``; the users or the items of the mean-field guide; half the nodes of a
-#: network, each pair having two ends). A batch with about one rating per row leaves most
-#: rows' gradients to one rating or none, and the fit explains the data by noise. On a
-#: synthetic 10,000 x 10,000 matrix (900,000 training ratings, true noise 0.5), collapsed:
-#: batches of 10,000 ratings ended at noise 1.13, RMSE 1.12; batches of 25,000-100,000 at
-#: noise 0.52, RMSE 0.573-0.577. Mean-field, 60 epochs: batch 10,000 noise 0.559, RMSE
-#: 0.5703, ELBO -1.201 a rating in 57.7 CPU s; 20,000: 0.541, 0.5676, -1.183 in 35.0 s;
-#: 60,000: 0.517, 0.5670, -1.168 in 19.4 s; 100,000: 0.516, 0.5659, -1.166 in 20.1 s.
+#: ``fit_svi``'s default ``min_ratings_per_row``: minibatches hold at least five ratings per
+#: row of the longest array a step draws, on average (the items with ``collapse_rows``; the
+#: users or the items of the mean-field guide; half the nodes of a network, each pair having
+#: two ends). With one rating per row a batch, collapsed fits on a synthetic 10,000 x 10,000
+#: matrix explained the data by noise (1.13 for a true 0.5); mean-field ones fitted worse in
+#: three times the CPU (``benchmarks/results/minibatch.md``).
 RATINGS_PER_ROW = 5
-#: the same floor for a collapsed fit, whose steps draw the items whole (earlier name)
-COLLAPSED_RATINGS_PER_ITEM = RATINGS_PER_ROW
 
 #: fewest optimiser steps of a fit with the default number of epochs
 MIN_DEFAULT_STEPS = 500
@@ -412,8 +408,8 @@ def fit_svi(
         particle; ``False`` fits the mean-field guide. On MovieLens-100K (5 random splits,
         ``benchmarks/results/svi_gap.md``) it gave test RMSE 0.8951 against mean-field's
         0.8986, noise 0.806 against 0.831 (Gibbs: 0.783) and a higher ELBO, for 1.4 times
-        the CPU time; its epochs grow linearly with the data (exponent 1.05 against 1.28,
-        ``benchmarks/results/scaling.md``), so on large data it is the faster. Minibatches
+        the CPU time; its epochs grow linearly with the data (exponent 1.04,
+        ``benchmarks/results/scaling.md``). Minibatches
         are then of whole users (about ``batch_size`` ratings each, and at least five per
         item on average, ``min_ratings_per_row``); the other arrays are drawn whole at every
         step. The fit keeps the training ratings (its draws of the users depend on them).
@@ -450,11 +446,13 @@ def fit_svi(
         The fewest ratings per row of the longest array a step draws, on average (default
         ``RATINGS_PER_ROW``, 5): ``batch_size`` is raised to that. With batches of about one
         rating per row most rows get one rating or none a step and the fit drifts towards
-        explaining the data by noise: on 10,000 x 10,000 synthetic ratings (1e6) the floor
-        makes the default batch 50,000, and the mean-field fit took a third of the CPU for
-        a better one (held-out RMSE 0.566 against 0.570, noise 0.516 against 0.559 for a
-        true 0.5); at 1e7 (batch 500,000) 0.539 against 0.561 at about equal CPU
-        (``benchmarks/results/minibatch.md``). On MovieLens-100K the default 10,000 stands.
+        explaining the data by noise. Mean-field fits of Bayesian MF with the default
+        batch (``benchmarks/results/minibatch.md``): on 10,000 x 10,000 synthetic ratings
+        (1e6; batch raised to 50,000) held-out RMSE 0.5677 against 0.5703 and noise 0.527
+        against 0.559 (true: 0.5) in 0.38 of the CPU (20.9 against 54.7 s); at 1e7
+        (500,000) 0.5384 against 0.5610 at equal CPU; on Jester (124,915) 3.9872 against
+        3.9830, a higher ELBO, in 0.27 of the CPU. On MovieLens-100K the default 10,000
+        stands.
         ``0`` keeps ``batch_size`` as given: arrays longer than a batch are then drawn row by
         row with sparse gradients, so that a step costs its batch, not the whole matrix (for
         data whose batches at the floor would not fit in memory).
