@@ -297,6 +297,7 @@ def test_batches_hold_five_ratings_per_row_of_the_longest_axis():
     fit = inference.fit_svi(m, R, batch_size=100, epochs=2, collapse_rows=False,
                             progress=False)
     assert fit.settings["batch_size"] == 300
+    assert fit.settings["local_optimizer"] == "adam (every array drawn whole)"
     asked = inference.fit_svi(m, R, batch_size=100, epochs=2, collapse_rows=False,
                               progress=False, min_ratings_per_row=0)  # the batch as given
     assert asked.settings["batch_size"] == 100 and asked.settings["min_ratings_per_row"] == 0

@@ -602,6 +602,8 @@ def fit_svi(
         # arrays no longer than a batch are drawn whole at every step (dense gradients, one
         # fused Adam); longer ones row by row (sparse gradients, LazyAdam)
         dense_params, sparse_params = guide.parameter_groups(whole_rows=bs)
+        if world == 1 and not sparse_params:  # (the usual case at min_ratings_per_row)
+            settings["local_optimizer"] = "adam (every array drawn whole)"
         steps_per_epoch = math.ceil(n / bs)
     gen = torch.Generator().manual_seed(seed)
     elbo = TraceMeanField_ELBO(num_particles=num_particles, max_plate_nesting=1)
