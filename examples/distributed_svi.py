@@ -28,20 +28,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
-import statistics
-import time
 from pathlib import Path
 
-import pyro
 import torch
 import torch.distributed as dist
-from pyro.infer import TraceMeanField_ELBO
 
 from bayesmf import data, diagnostics, inference, models
 from bayesmf.inference import distributed
-from bayesmf.inference.svi import annealed_loss
 
 
 def setup(device: str) -> str:
@@ -55,39 +49,6 @@ def setup(device: str) -> str:
         return f"cuda:{local}"
     dist.init_process_group("gloo")
     return device
-
-
-def time_steps(fit: inference.VariationalFit, train: data.Ratings, batch_size: int,
-               steps: int) -> dict[str, float]:
-    """Median milliseconds per SVI step (loss + backward) and per gradient all-reduce, as
-    :func:`~bayesmf.inference.fit_svi` runs them on this process's shard."""
-    local = distributed.shard(train)
-    world = distributed.world_size()
-    elbo = TraceMeanField_ELBO(max_plate_nesting=1)
-    params = [p for p in fit.guide.parameters() if p.requires_grad]
-    parts = math.ceil(len(train) / batch_size)
-    index = torch.randperm(len(local)).to(local.device).tensor_split(parts)
-    pyro.set_rng_seed(0)
-    compute: list[float] = []
-    reduce: list[float] = []
-    for s in range(steps + 2):  # two warm-up steps
-        for p in params:
-            p.grad = None
-        distributed.barrier()  # time each part alone
-        t0 = time.perf_counter()
-        annealed_loss(elbo, fit.model, fit.guide, local, index[s % parts], 1.0,
-                      float(world)).backward()
-        t1 = time.perf_counter()
-        distributed.barrier()
-        t2 = time.perf_counter()
-        distributed.all_reduce_grads(params, 0.0)
-        t3 = time.perf_counter()
-        if s >= 2:
-            compute.append(t1 - t0)
-            reduce.append(t3 - t2)
-    floats = sum(p.numel() for p in params)
-    return {"step_ms": 1e3 * statistics.median(compute),
-            "allreduce_ms": 1e3 * statistics.median(reduce), "floats": float(floats)}
 
 
 def main() -> None:
@@ -122,8 +83,10 @@ def main() -> None:
               f"{len(distributed.shard(train)):,} on rank 0")
 
     model = models.BayesianMF(*R.shape, rank=args.rank)
+    # the mean-field guide in one process too (by default one process integrates the users
+    # out, which needs each user's ratings in one place), so that the fits compare
     fit = inference.fit_svi(model, train, epochs=args.epochs, batch_size=args.batch_size,
-                            lr=args.lr, seed=args.seed, device=device,
+                            lr=args.lr, seed=args.seed, device=device, collapse_rows=False,
                             checkpoint=out / "checkpoint.bmf", checkpoint_every=10)
     if lead:  # every process holds the same fit; one prints and saves it
         pred = fit.predict(test.to(device), clamp=True)
@@ -132,7 +95,7 @@ def main() -> None:
         fit.save(out / "fit.bmf")
         print(f"saved {out / 'fit.bmf'} (bayesmf.load reads it)")
     if args.time_allreduce:
-        t = time_steps(fit, train.to(device), args.batch_size, args.time_allreduce)
+        t = distributed.time_steps(fit, train, steps=args.time_allreduce)
         if lead:
             print(f"per step: compute {t['step_ms']:.2f} ms, all-reduce of "
                   f"{t['floats']:.0f} floats {t['allreduce_ms']:.2f} ms "

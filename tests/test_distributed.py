@@ -24,6 +24,7 @@ from pyro.infer import TraceMeanField_ELBO
 from bayesmf import data, models
 from bayesmf.inference import als, distributed, fit_svi
 from bayesmf.inference.guides import MeanFieldGuide
+from bayesmf.inference.objectives import local_elbo_terms
 from bayesmf.inference.svi import annealed_loss
 
 WORLD = 2
@@ -52,6 +53,7 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
     try:
         R = _data()
         full = fit_svi(_model(R), R, **SVI)
+        rowcov = fit_svi(_model(R), R, **SVI, row_covariance=True)
         mini = fit_svi(_model(R), R, **MINI, checkpoint=Path(out) / f"ckpt{rank}.bmf")
         ck = Path(out) / "resume.bmf"  # killed after one epoch, then resumed
         fit_svi(_model(R), R, **MINI, checkpoint=ck, stop_after=1)
@@ -61,6 +63,7 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
             "rank": distributed.rank(), "world": distributed.world_size(),
             "shard": len(distributed.shard(R)),
             "svi": full.guide.state_dict(), "svi_elbo": full.history["elbo"],
+            "rowcov": rowcov.guide.state_dict(),
             "mini": mini.guide.state_dict(), "mini_elbo": mini.history["elbo"],
             "mini_settings": mini.settings, "resumed": resumed.guide.state_dict(),
             "U": factors.U, "V": factors.V, "b": factors.row_bias, "c": factors.col_bias,
@@ -76,6 +79,7 @@ def singles() -> dict[str, Any]:
     imports they triggered)."""
     R = _data()
     return {"svi": fit_svi(_model(R), R, **SVI), "mini": fit_svi(_model(R), R, **MINI),
+            "rowcov": fit_svi(_model(R), R, **SVI, row_covariance=True),
             "als": als(R, **ALS)}
 
 
@@ -129,6 +133,8 @@ def test_full_batch_svi_equals_single_process(runs: list[dict[str, Any]],
         _close(r["svi"], ref, atol=1e-5)  # float32 rounding: about 2e-7
         # the averaged loss is the full negative ELBO: the histories agree too
         assert r["svi_elbo"] == pytest.approx(single.history["elbo"], rel=1e-4)
+        # each row's full covariance too (the O(batch) objective has its KL in closed form)
+        _close(r["rowcov"], singles["rowcov"].guide.state_dict(), atol=1e-5)
 
 
 def test_minibatch_svi_agrees_across_processes(runs: list[dict[str, Any]],
@@ -179,6 +185,38 @@ def test_shard_losses_average_to_the_full_negative_elbo() -> None:
             assert avg == pytest.approx(full, rel=1e-5)
     # a likelihood scale that ignores the shard (1 instead of 2) is biased
     half = sum(loss(distributed.shard(R, part=p, parts=2), 1.0) for p in range(2)) / 2
+    assert abs(half - full) > 0.1 * abs(full)
+
+
+def test_shard_local_elbos_average_to_the_full_negative_elbo() -> None:
+    """What a data-parallel fit_svi step computes: each process's O(batch) estimate from its
+    shard, likelihood counted ``world`` times. With the same draws, averaged over the
+    processes and over equal minibatches of each shard it is the full data's negative ELBO
+    exactly; the KL taken from each shard as if it were all of the data is what makes it so
+    (a likelihood scale of 1 is biased)."""
+    R = _data()
+    model = _model(R)
+    model.setup(R)
+    guide = MeanFieldGuide(model, seed=0)
+    gen = torch.Generator().manual_seed(7)
+    eps = {s.name: torch.randn((1, *s.shape), generator=gen) for s in guide.specs}
+
+    def loss(d: data.Ratings, index: torch.Tensor | None, scale: float) -> float:
+        with torch.no_grad():
+            return float(local_elbo_terms(model, guide, d, index, eps=eps, whole_rows=10,
+                                          likelihood_scale=scale).loss())
+
+    full = loss(R, None, 1.0)
+    for parts in (2, 3):
+        shards = [distributed.shard(R, part=p, parts=parts) for p in range(parts)]
+        avg = sum(loss(d, None, parts) for d in shards) / parts
+        assert avg == pytest.approx(full, rel=1e-5)
+        # minibatches: each shard in two equal halves (rows gathered: whole_rows=10)
+        assert all(len(d) % 2 == 0 for d in shards)  # (300 ratings)
+        halves = [(d, i) for d in shards for i in torch.arange(len(d)).tensor_split(2)]
+        avg = sum(loss(d, i, parts) for d, i in halves) / len(halves)
+        assert avg == pytest.approx(full, rel=1e-5)
+    half = sum(loss(distributed.shard(R, part=p, parts=2), None, 1.0) for p in range(2)) / 2
     assert abs(half - full) > 0.1 * abs(full)
 
 

@@ -35,6 +35,10 @@ sparse gradients (:func:`~bayesmf.inference.guides.gather_rows`), so that the ba
 and a lazy optimiser (:class:`~bayesmf.inference.loop.LazyAdam`) touch only the batch's rows
 too: the whole step, not only the forward pass, costs ``O(batch)``. (An axis drawn whole,
 being no longer than the batch, keeps its dense gradient: it costs ``O(batch)`` anyway.)
+
+A data-parallel fit (:mod:`~bayesmf.inference.distributed`) calls it on each process's
+shard of the data as if the shard were all of it, with ``likelihood_scale`` the number of
+processes: averaged over the processes, the estimates are unbiased for the full ELBO.
 """
 
 from __future__ import annotations
@@ -242,6 +246,7 @@ def local_elbo_terms(
     num_particles: int = 1,
     eps: Mapping[str, torch.Tensor] | None = None,
     whole_rows: int | None = None,
+    likelihood_scale: float = 1.0,
 ) -> ELBOTerms:
     """The parts of an unbiased ``O(batch)`` ELBO estimate (see the module docstring).
 
@@ -271,6 +276,11 @@ def local_elbo_terms(
         (the batch size) keeps each array's gradients always dense or always sparse, so
         that its parameters can be given to one optimiser
         (:meth:`MeanFieldGuide.parameter_groups` with the same value).
+    likelihood_scale : float
+        Factor of the likelihood term: the number of processes of a data-parallel fit in
+        which ``data`` is one process's shard (the KL terms, estimated from the shard as if
+        it were all of the data, are not scaled), so that the average over the processes of
+        their estimates is an unbiased estimate of the full data's ELBO.
 
     Returns
     -------
@@ -353,7 +363,8 @@ def local_elbo_terms(
     if _takes_feature_index(model):
         kwargs = {"feature_rows": rows, "feature_cols": cols}
     mu = model.mean(z, local_rows, local_cols, **kwargs)
-    loglik = model.likelihood(mu, z).log_prob(values).sum(-1).mean(0) * ratio
+    loglik = model.likelihood(mu, z).log_prob(values).sum(-1).mean(0)
+    loglik = loglik * (ratio * likelihood_scale)
     return ELBOTerms(loglik, kl_global, kl_local)
 
 
@@ -365,6 +376,7 @@ def local_elbo_loss(
     kl_weight: float = 1.0,
     num_particles: int = 1,
     whole_rows: int | None = None,
+    likelihood_scale: float = 1.0,
 ) -> torch.Tensor:
     """Unbiased ``O(batch)`` estimate of the negative ELBO, KL weighted by ``kl_weight``.
 
@@ -390,6 +402,9 @@ def local_elbo_loss(
         Monte Carlo draws of ``z``.
     whole_rows : int, optional
         Longest axis drawn whole (see :func:`local_elbo_terms`).
+    likelihood_scale : float
+        Factor of the likelihood: the number of processes when ``data`` is one process's
+        shard of a data-parallel fit (see :func:`local_elbo_terms`).
 
     Returns
     -------
@@ -411,5 +426,5 @@ def local_elbo_loss(
     if not 0 < kl_weight <= 1:
         raise ValueError(f"kl_weight must be in (0, 1], got {kl_weight}")
     terms = local_elbo_terms(model, guide, data, index, num_particles,
-                             whole_rows=whole_rows)
+                             whole_rows=whole_rows, likelihood_scale=likelihood_scale)
     return terms.loss(kl_weight)

@@ -1,10 +1,11 @@
 """Stochastic variational inference for the library's factor models.
 
 :func:`fit_svi` is the SVI engine: a mean-field guide built from the model's latent sites
-(:class:`~bayesmf.inference.guides.MeanFieldGuide`), the ELBO with analytic KL terms (in
-one process the ``O(batch)`` estimate :func:`~bayesmf.inference.objectives.local_elbo_loss`,
-whose local rows get sparse gradients stepped by a lazy Adam, so that a step's cost does not
-grow with the matrix; under ``torch.distributed``, ``TraceMeanField_ELBO``), minibatches of
+(:class:`~bayesmf.inference.guides.MeanFieldGuide`), the ELBO with analytic KL terms (the
+``O(batch)`` estimate :func:`~bayesmf.inference.objectives.local_elbo_loss`; in one process
+rows drawn one by one get sparse gradients stepped by a lazy Adam, so that a step's cost does
+not grow with the matrix; under ``torch.distributed`` each process estimates it from its
+shard and the dense gradients are averaged), minibatches of
 observations with the exact ELBO scaling and a KL warm-up (at least five ratings per row of
 the longest array a step draws, :func:`minibatch_size`: the arrays are then drawn whole,
 and rows one by one only when ``min_ratings_per_row`` is lowered), run by the one training loop
@@ -465,12 +466,15 @@ def fit_svi(
     Under ``torch.distributed`` (launched by ``torchrun``; see
     :mod:`~bayesmf.inference.distributed` and ``examples/distributed_svi.py``) every process
     passes the same ``train`` and seed; each one fits on its :func:`~bayesmf.inference.
-    distributed.shard` only, with its likelihood scaled by ``world_size * n_p / B_p`` (shard
-    size ``n_p``, minibatch ``B_p``; each epoch splits the shard into the same number of
-    steps as a single process would) and the KL counted once, and the gradients are
-    averaged, so the processes take identical steps on an unbiased estimate of the full
-    ELBO; with ``batch_size=None`` the fit equals a single-process one up to rounding. Rank 0
-    writes the checkpoints; every process returns the same fit.
+    distributed.shard` only (each epoch splits the shard into the same number of steps as a
+    single process would): it estimates the ELBO from its minibatch as if its shard were
+    all of the data (:func:`~bayesmf.inference.objectives.local_elbo_loss`, likelihood
+    scaled by ``n_p / B_p`` for shard size ``n_p`` and minibatch ``B_p``, each row's KL
+    shared out among its ratings in the shard) with the likelihood counted ``world_size``
+    times, so that the average of the processes' estimates is an unbiased estimate of the
+    full ELBO; the gradients are averaged, so the processes take identical steps. With
+    ``batch_size=None`` the fit equals a single-process one up to rounding. Rank 0 writes
+    the checkpoints; every process returns the same fit.
 
     Raises
     ------
@@ -578,9 +582,6 @@ def fit_svi(
     }
     if world > 1:
         settings["world_size"] = world
-        if row_covariance:
-            raise ValueError("row_covariance is for single-process fits (under torchrun the "
-                             "guide's Pyro KL has no closed form for it)")
     if collapse_rows and (world > 1 or num_particles != 1):
         raise ValueError("collapse_rows is for single-process fits with one particle")
     pyro.set_rng_seed(seed)
@@ -606,7 +607,6 @@ def fit_svi(
             settings["local_optimizer"] = "adam (every array drawn whole)"
         steps_per_epoch = math.ceil(n / bs)
     gen = torch.Generator().manual_seed(seed)
-    elbo = TraceMeanField_ELBO(num_particles=num_particles, max_plate_nesting=1)
     warmup_steps = kl_warmup * steps_per_epoch
     perm: list[Any] = []
     beta = [1.0]
@@ -629,11 +629,10 @@ def fit_svi(
                            .tensor_split(steps_per_epoch))
         done = epoch * steps_per_epoch + s + 1
         beta[0] = 1.0 if done >= warmup_steps else done / warmup_steps
-        if world == 1:  # O(batch): only the batch's rows and columns are drawn
-            loss = local_elbo_loss(model, guide, train, perm[s], beta[0], num_particles,
-                                   whole_rows=bs)
-        else:  # data-parallel: every process draws the same global sites (same seed)
-            loss = annealed_loss(elbo, model, guide, local, perm[s], beta[0], float(world))
+        # O(batch): only the batch's rows and columns are drawn (data-parallel: this
+        # process's shard stands for all of the data, its likelihood counted world times)
+        loss = local_elbo_loss(model, guide, local, perm[s], beta[0], num_particles,
+                               whole_rows=bs, likelihood_scale=float(world))
         loss.backward()
         return loss.detach()
 
